@@ -1,0 +1,5 @@
+import sys
+
+from eeki_label.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""The versioned reference catalogue (``reference_models/``) and reference selection.
+
+The catalogue lists, per task, reference networks with their published quality and the profile
+figures this tool's own static profiler measured on exported architectures
+(``scripts/build_catalogue.py``), so candidate and references are measured the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eeki_label.errors import CatalogueError
+from eeki_label.resources import list_data, load_json
+
+CATALOGUE_PREFIX = "catalogue-"
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    name: str
+    dataset: str
+    metric: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class WorkProfile:
+    """What the energy estimator needs of a network: arithmetic and data movement per inference."""
+
+    macs: int
+    activation_elements: int
+    parameters: int
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    id: str
+    name: str
+    task: str
+    quality: float
+    quality_source: str
+    input_shape: tuple[int, ...]
+    work: WorkProfile
+    published_params: int | None
+    published_macs: int | None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    id: str
+    version: str
+    sha256: str
+    file_name: str
+    tasks: dict[str, Task]
+    models: tuple[ReferenceModel, ...]
+
+    def task(self, task_id: str) -> Task:
+        if task_id not in self.tasks:
+            raise CatalogueError(
+                f"unknown task {task_id!r}; catalogue {self.version} has: {', '.join(sorted(self.tasks))}"
+            )
+        return self.tasks[task_id]
+
+    def for_task(self, task_id: str) -> list[ReferenceModel]:
+        self.task(task_id)
+        return [m for m in self.models if m.task == task_id]
+
+    def model(self, model_id: str) -> ReferenceModel:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        raise CatalogueError(f"catalogue {self.version} has no model {model_id!r}")
+
+
+def available_versions() -> list[str]:
+    names = [n for n in list_data("reference_models") if n.startswith(CATALOGUE_PREFIX)]
+    return sorted((n[len(CATALOGUE_PREFIX):-len(".json")] for n in names), key=_version_key)
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in v.split("."))
+
+
+def load_catalogue(version: str | None = None) -> Catalogue:
+    versions = available_versions()
+    if not versions:
+        raise CatalogueError("no reference catalogue is installed")
+    version = version or versions[-1]
+    if version not in versions:
+        raise CatalogueError(f"unknown catalogue version {version!r}; known: {', '.join(versions)}")
+    doc = load_json("reference_models", f"{CATALOGUE_PREFIX}{version}.json")
+    c = doc.content
+    try:
+        tasks = {
+            tid: Task(tid, t["name"], t["dataset"], t["metric"], bool(t["higher_is_better"]))
+            for tid, t in c["tasks"].items()
+        }
+        models = tuple(
+            ReferenceModel(
+                id=m["id"], name=m["name"], task=m["task"], quality=float(m["quality"]["value"]),
+                quality_source=m["quality"]["source"], input_shape=tuple(m["input_shape"]),
+                work=WorkProfile(
+                    macs=int(m["profile"]["macs"]),
+                    activation_elements=int(m["profile"]["activation_elements"]),
+                    parameters=int(m["profile"]["parameters"]),
+                ),
+                published_params=m.get("published", {}).get("parameters"),
+                published_macs=m.get("published", {}).get("macs"),
+            )
+            for m in c["models"]
+        )
+        if c["version"] != version:
+            raise CatalogueError(f"catalogue file for {version} declares version {c['version']}")
+        for m in models:
+            if m.task not in tasks:
+                raise CatalogueError(f"catalogue model {m.id} names unknown task {m.task}")
+        return Catalogue(c["id"], c["version"], doc.sha256, doc.name, tasks, models)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogueError(f"reference catalogue {version} is damaged: {e!r}") from e

@@ -1,0 +1,191 @@
+"""The only module that knows the order of the stages.
+
+``assess(path, options) -> LabelSet``: load and check -> resolve input shapes -> static profile ->
+runtime profile -> per device class: energy, reference, grade -> one complete Label per class.
+No printing, no files: the CLI renders and writes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import onnx
+
+from eeki_label import __version__
+from eeki_label.catalogue import Catalogue, WorkProfile, load_catalogue
+from eeki_label.energy.devices import DeviceClass, DeviceRegistry, load_devices
+from eeki_label.energy.estimate import EnergyFigure, estimate_inference
+from eeki_label.model_io import LoadedModel, LoadLimits, load_model
+from eeki_label.models import (
+    CatalogueInfo, DeviceClassInfo, DeviceDataInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
+    QualityInfo, ReferenceInfo, RulesInfo, RuntimeInfo, TaskInfo, TensorSpec, ToolInfo,
+)
+from eeki_label.profile.runtime import DEFAULT_RUNS, RuntimeProfile, probe_shapes, runtime_profile
+from eeki_label.profile.shapes import Shape, resolve_input_shapes
+from eeki_label.profile.static import StaticProfile, static_profile
+from eeki_label.rules import RuleSet, grade, load_rules, select_reference
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class AssessOptions:
+    device_classes: tuple[str, ...] = ()
+    """Device class ids, or ("all",); empty means the rule set's default."""
+    task: str | None = None
+    accuracy: float | None = None
+    input_shapes: dict[str, Shape] = field(default_factory=dict)
+    runs: int = DEFAULT_RUNS
+    threads: int | None = None
+    seed: int = 0
+    rules_version: str | None = None
+    catalogue_version: str | None = None
+    limits: LoadLimits = LoadLimits()
+    runtime_time_limit_s: float | None = 600.0
+    issued_at: str | None = None
+    """Fixed issue time (ISO 8601) for reproducible documents; default: now (UTC)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """The versioned data a label is graded with."""
+
+    rules: RuleSet
+    catalogue: Catalogue
+    devices: DeviceRegistry
+
+
+def load_context(rules_version: str | None = None, catalogue_version: str | None = None) -> Context:
+    catalogue = load_catalogue(catalogue_version)
+    return Context(load_rules(rules_version), catalogue, load_devices(catalogue))
+
+
+def work_of(profile: StaticProfile) -> WorkProfile:
+    return WorkProfile(profile.macs, profile.activation_elements, profile.parameters)
+
+
+def assess(path, options: AssessOptions = AssessOptions(), progress: Progress | None = None) -> LabelSet:
+    """Assess an ONNX model file; raises :class:`eeki_label.errors.EekiError` on bad input."""
+    step = progress or (lambda name, done, total: None)
+    ctx = load_context(options.rules_version, options.catalogue_version)
+    task_id = options.task or ctx.rules.default_task
+    ctx.catalogue.task(task_id)  # unknown task: fail before the expensive stages
+    classes = ctx.devices.select(options.device_classes or ctx.rules.default_device_classes)
+
+    step("load", 0, 1)
+    loaded = load_model(path, options.limits)
+    shapes = resolve_input_shapes(loaded.proto, options.input_shapes)
+    step("static profile", 0, 1)
+    static = static_profile(loaded, shapes, probe=partial(probe_shapes, loaded, shapes))
+    runtime = None
+    if options.runs > 0:
+        runtime = runtime_profile(
+            loaded, shapes, runs=options.runs, threads=options.threads, seed=options.seed,
+            time_limit_s=options.runtime_time_limit_s,
+            progress=lambda done, total: step("runtime profile", done, total),
+        )
+    issued_at = options.issued_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    labels = [
+        build_label(loaded, static, runtime, dc, estimate_inference(work_of(static), dc, static.activation_peak_elements),
+                    ctx, task_id, options, issued_at)
+        for dc in classes
+    ]
+    return LabelSet(labels=labels)
+
+
+def reference_energy(ctx: Context, dc: DeviceClass):
+    def energy(ref) -> float | None:
+        return estimate_inference(ref.work, dc).energy_j
+    return energy
+
+
+def build_label(
+    loaded: LoadedModel, static: StaticProfile, runtime: RuntimeProfile | None, dc: DeviceClass,
+    energy: EnergyFigure, ctx: Context, task_id: str, options: AssessOptions, issued_at: str,
+) -> Label:
+    task = ctx.catalogue.task(task_id)
+    refs = ctx.catalogue.for_task(task_id)
+    ref_energy = reference_energy(ctx, dc)
+    sel = select_reference(refs, ref_energy, lambda r: r.quality, options.accuracy, task.higher_is_better)
+    ref = sel.reference
+    ref_e = ref_energy(ref) if ref is not None else None
+
+    notes: list[str] = []
+    if options.task is None:
+        notes.append(f"task not declared: compared with the references of the default task {task_id!r}")
+    if options.accuracy is None:
+        notes.append("quality not declared: the reference is the least-energy model of the task at any quality")
+    if sel.quality_above_all:
+        notes.append(sel.description)
+    if static.unresolved_nodes:
+        notes.append(f"{len(static.unresolved_nodes)} compute node(s) with unknown shapes are not counted in MACs")
+    if static.loop_bodies:
+        notes.append("the model has Loop/Scan bodies; each is counted once, so MACs are a lower bound")
+
+    gradable = energy.energy_j is not None and ref_e is not None and ref_e > 0
+    index = energy.energy_j / ref_e if gradable else None
+    letter = grade(index, ctx.rules.thresholds) if index is not None else None
+    reason = None if gradable else (energy.fit_reason or sel.description)
+
+    return Label(
+        label=LabelGrade(**{"class": letter}, index=index, thresholds=ctx.rules.threshold_map(), gradable=gradable,
+                         reason=reason, quality_declared=options.accuracy is not None, notes=notes),
+        model=_model_info(loaded, static),
+        device_class=DeviceClassInfo(id=dc.id, name=dc.name, reference_system=dc.reference_system,
+                                     batch_mode=dc.batch_mode, precision=dc.precision),
+        inference=InferenceEnergy(
+            energy_j=energy.energy_j,
+            energy_wh_per_1000=energy.energy_j * 1000 / 3600 if energy.energy_j is not None else None,
+            method=energy.method, estimator=energy.estimator, fits=energy.fits, fit_reason=energy.fit_reason,
+            effective_macs=energy.effective_macs, bytes_moved=energy.bytes_moved, time_s_estimate=energy.time_s,
+            calibration_anchor=energy.calibration_anchor, meter=energy.meter,
+        ),
+        task=TaskInfo(id=task_id, declared=options.task is not None,
+                      quality=QualityInfo(metric=task.metric, declared=options.accuracy)),
+        reference=ReferenceInfo(
+            model_id=ref.id if ref else None, name=ref.name if ref else None, task=task_id,
+            quality=ref.quality if ref else None, energy_j=ref_e, macs=ref.work.macs if ref else None,
+            parameters=ref.work.parameters if ref else None, selection=sel.description,
+            candidates_considered=sel.considered,
+        ),
+        runtime=_runtime_info(runtime) if runtime else None,
+        rules=RulesInfo(id=ctx.rules.id, version=ctx.rules.version, sha256=ctx.rules.sha256),
+        catalogue=CatalogueInfo(id=ctx.catalogue.id, version=ctx.catalogue.version, sha256=ctx.catalogue.sha256),
+        device_data=DeviceDataInfo(version=ctx.devices.version, sha256=ctx.devices.sha256),
+        tool=_tool_info(),
+        issued_at=issued_at,
+    )
+
+
+def _model_info(loaded: LoadedModel, s: StaticProfile) -> ModelInfo:
+    return ModelInfo(
+        file_name=loaded.name, sha256=loaded.sha256, file_bytes=loaded.file_bytes,
+        external_data_bytes=loaded.external_bytes, producer=s.producer, ir_version=s.ir_version, opset=s.opset,
+        parameters=s.parameters, float_parameters=s.float_parameters, weight_bytes=s.weight_bytes, macs=s.macs,
+        macs_depthwise=s.macs_depthwise, macs_by_op=s.macs_by_op, activation_bytes=s.activation_bytes,
+        activation_peak_bytes=s.activation_peak_bytes, node_count=s.node_count, op_histogram=s.op_histogram,
+        inputs=[TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype) for t in s.inputs],
+        outputs=[TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype) for t in s.outputs],
+        loop_bodies=s.loop_bodies, unresolved_nodes=list(s.unresolved_nodes),
+    )
+
+
+def _runtime_info(r: RuntimeProfile) -> RuntimeInfo:
+    return RuntimeInfo(
+        runs=r.runs, warmup_runs=r.warmup_runs, latency_ms_median=r.latency_ms_median,
+        latency_ms_p90=r.latency_ms_p90, latency_ms_mean=r.latency_ms_mean,
+        latency_ms_ci95=(r.latency_ms_ci95_low, r.latency_ms_ci95_high), intra_op_threads=r.intra_op_threads,
+        onnxruntime_version=r.onnxruntime_version, execution_provider=r.execution_provider, host_cpu=r.host_cpu,
+        host_logical_cpus=r.host_logical_cpus, host_machine=r.host_machine, input_seed=r.seed,
+    )
+
+
+def _tool_info() -> ToolInfo:
+    import onnxruntime
+
+    return ToolInfo(name="eeki-label", version=__version__, onnx_version=onnx.__version__,
+                    onnxruntime_version=onnxruntime.__version__, python_version=platform.python_version())

@@ -1,0 +1,1 @@
+"""Profiling stages: static (from the graph) and runtime (onnxruntime)."""

@@ -1,0 +1,346 @@
+"""Static profile: what a model stores and how much arithmetic one inference needs.
+
+Counting conventions (the catalogue is measured with the same code, so candidate and references
+are compared like for like):
+
+* **parameters** are the elements of every stored tensor: initializers, ``Constant`` nodes and
+  tensors in subgraphs, of any dtype (the small integer shape constants of an export are a few
+  dozen elements; ``float_parameters`` counts floating-point tensors alone).
+* **macs** are multiply-accumulates of one inference at the resolved input shapes (one MAC = 1),
+  counted for Conv (grouped, depthwise), ConvTranspose, Gemm, MatMul (batched, broadcast), Einsum,
+  LSTM/GRU/RNN and their quantised variants. Element-wise ops, pooling and normalisation are not
+  MACs (as in torchvision's published GFLOPS, which count MACs). Loop/Scan bodies count once;
+  ``loop_bodies`` says when that makes the figure a lower bound.
+* **activation_bytes** is the sum of the sizes of every tensor a node produces during one
+  inference (what is written to memory); **activation_peak_bytes** is the largest
+  inputs-plus-outputs working set of any single node, a lower bound on the memory needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
+
+from eeki_label.errors import ShapeError
+from eeki_label.model_io import (
+    FLOAT_DTYPES,
+    LoadedModel,
+    dtype_bytes,
+    iter_graphs,
+    iter_stored_tensors,
+    numel,
+    tensor_nbytes,
+)
+from eeki_label.profile.shapes import Shape, dtype_name, graph_inputs
+
+_CONV_WEIGHT_INDEX = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "NhwcConv": 1, "FusedConv": 1}
+_MATMUL_B_INDEX = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "FusedMatMul": 1}
+_RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: Shape
+    dtype: str
+
+
+@dataclass(frozen=True)
+class StaticProfile:
+    """Result of the static stage. Sizes in bytes, arithmetic in multiply-accumulates (MACs)."""
+
+    parameters: int
+    """Elements of every stored tensor, all graphs (initializers, Constant nodes, subgraphs)."""
+    weight_bytes: int
+    """Bytes of those tensors as stored (declared dims x dtype size)."""
+    float_parameters: int
+    """Of ``parameters``, the elements of floating-point tensors (what a weight codec compresses)."""
+    stored_tensors: int
+    """Number of stored tensors (initializers, Constant values, subgraph tensors)."""
+    macs: int
+    """Multiply-accumulates for one inference at ``inputs``' shapes."""
+    macs_depthwise: int
+    """Of ``macs``, those in depthwise convolutions (group == input channels > 1)."""
+    macs_by_op: dict[str, int]
+    activation_bytes: int
+    """Sum of the sizes of all tensors produced by nodes in one inference."""
+    activation_elements: int
+    """Elements of all tensors produced by nodes in one inference (precision-independent)."""
+    activation_peak_bytes: int
+    """Largest single-node working set (its activation inputs plus outputs)."""
+    activation_peak_elements: int
+    """The same working set in elements (precision-independent)."""
+    node_count: int
+    op_histogram: dict[str, int]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    opset: dict[str, int]
+    ir_version: int
+    producer: str
+    loop_bodies: int
+    """Loop/Scan bodies found; each is counted once, so ``macs`` is a lower bound when > 0."""
+    unresolved_nodes: tuple[str, ...] = field(default=())
+    """Compute nodes whose MACs could not be determined because shapes stayed unknown."""
+    elapsed_s: float = 0.0
+
+
+def _with_fixed_inputs(model: ModelProto, shapes: dict[str, Shape]) -> ModelProto:
+    """A structural copy of the model whose inputs carry the resolved shapes.
+
+    Weight payloads are not needed for shape inference: tensors over 64 elements that no shape
+    computation reads (floats) are copied without their data, which keeps memory near the size of
+    the graph rather than of the weights.
+    """
+    skeleton = ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    stash: list[tuple[TensorProto, bytes]] = []
+    try:
+        for ref in iter_stored_tensors(model):
+            t = ref.tensor
+            if t.data_type in FLOAT_DTYPES and numel(t.dims) > 64 and t.HasField("raw_data"):
+                stash.append((t, t.raw_data))
+                t.ClearField("raw_data")
+        skeleton.graph.CopyFrom(model.graph)
+    finally:
+        for t, raw in stash:
+            t.raw_data = raw
+    for ref in iter_stored_tensors(skeleton):
+        t = ref.tensor
+        if t.data_type in FLOAT_DTYPES and numel(t.dims) > 64 and not t.HasField("raw_data") \
+                and t.data_location != TensorProto.EXTERNAL:
+            del t.float_data[:]
+            del t.double_data[:]
+            del t.int32_data[:]
+    by_name = {vi.name: vi for vi in skeleton.graph.input}
+    for name, dims in shapes.items():
+        tt = by_name[name].type.tensor_type
+        tt.shape.ClearField("dim")
+        for d in dims:
+            tt.shape.dim.add().dim_value = d
+    return skeleton
+
+
+def _infer(skeleton: ModelProto) -> ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as e:  # shape inference reports contradictions as InferenceError/RuntimeError
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShapeError(f"shape inference failed at the given input shapes: {msg}") from e
+
+
+def _tensor_types(graph: GraphProto, outer: dict[str, tuple[Shape | None, int]]) -> dict[str, tuple[Shape | None, int]]:
+    """name -> (shape or None if any dim unknown, elem_type) for every typed value of a graph."""
+    types = dict(outer)
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        shape: Shape | None = None
+        if tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+            shape = None if any(d < 0 for d in dims) else tuple(dims)
+        if vi.name not in types or types[vi.name][0] is None:
+            types[vi.name] = (shape, tt.elem_type)
+    for t in graph.initializer:
+        types[t.name] = (tuple(t.dims), t.data_type)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.type == AttributeProto.TENSOR:
+                    types[node.output[0]] = (tuple(a.t.dims), a.t.data_type)
+    return types
+
+
+def _attr(node: NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _shape(types, name: str) -> Shape | None:
+    entry = types.get(name)
+    return entry[0] if entry else None
+
+
+def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
+    """(MACs of one node or None if its shapes are unknown, whether it is a depthwise conv).
+    Returns (0, False) for ops that do no multiply-accumulates."""
+    op = node.op_type
+    if op in _CONV_WEIGHT_INDEX:
+        w = _shape(types, node.input[_CONV_WEIGHT_INDEX[op]]) if len(node.input) > _CONV_WEIGHT_INDEX[op] else None
+        y = _shape(types, node.output[0])
+        if w is None or y is None or len(w) < 2:
+            return None, False
+        group = int(_attr(node, "group", 1))
+        depthwise = group > 1 and w[1] == 1
+        return numel(y) * numel(w[1:]), depthwise
+    if op == "ConvTranspose":
+        x = _shape(types, node.input[0])
+        w = _shape(types, node.input[1])
+        if x is None or w is None:
+            return None, False
+        return numel(x) * numel(w[1:]), False
+    if op == "Gemm":
+        a = _shape(types, node.input[0])
+        y = _shape(types, node.output[0])
+        if a is None or y is None or len(a) != 2:
+            return None, False
+        k = a[0] if int(_attr(node, "transA", 0)) else a[1]
+        return numel(y) * k, False
+    if op in _MATMUL_B_INDEX:
+        a = _shape(types, node.input[0])
+        y = _shape(types, node.output[0])
+        if a is None or y is None:
+            return None, False
+        k = a[-1] if a else 1
+        return numel(y) * k, False
+    if op == "Einsum":
+        return _einsum_macs(node, types), False
+    if op in _RNN_GATES:
+        x = _shape(types, node.input[0])
+        w = _shape(types, node.input[1])
+        r = _shape(types, node.input[2]) if len(node.input) > 2 else None
+        if x is None or w is None or r is None:
+            return None, False
+        seq, batch, inp = x if int(_attr(node, "layout", 0)) == 0 else (x[1], x[0], x[2])
+        directions, gates_hidden, _ = w
+        hidden = r[2]
+        return seq * batch * directions * gates_hidden * (inp + hidden), False
+    return 0, False
+
+
+def _einsum_macs(node: NodeProto, types) -> int | None:
+    eq = str(_attr(node, "equation", b"").decode() if isinstance(_attr(node, "equation", b""), bytes)
+             else _attr(node, "equation", ""))
+    lhs = eq.replace(" ", "").split("->")[0]
+    terms = lhs.split(",")
+    sizes: dict[str, int] = {}
+    for term, name in zip(terms, node.input):
+        shape = _shape(types, name)
+        if shape is None or "." in term or len(term) != len(shape):
+            return None
+        for letter, d in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), d)
+    return numel(list(sizes.values())) if len(terms) > 1 else 0
+
+
+def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> StaticProfile:
+    """Profile ``loaded`` at the concrete input ``shapes`` (from :func:`resolve_input_shapes`).
+
+    ``probe(names) -> {name: shape}``, when given, supplies concrete shapes of main-graph tensors
+    that static shape inference leaves unknown (the pipeline passes
+    :func:`eeki_label.profile.runtime.probe_shapes`); without it such nodes are listed in
+    ``unresolved_nodes``.
+    """
+    t0 = time.perf_counter()
+    model = loaded.proto
+    parameters = float_parameters = weight_bytes = stored_tensors = 0
+    for ref in iter_stored_tensors(model):
+        n = tensor_nbytes(ref.tensor)
+        stored_tensors += 1
+        parameters += numel(ref.tensor.dims)
+        weight_bytes += n
+        if ref.tensor.data_type in FLOAT_DTYPES:
+            float_parameters += numel(ref.tensor.dims)
+
+    inferred = _infer(_with_fixed_inputs(model, shapes))
+    graphs = list(iter_graphs(inferred))
+    graph_types: dict[str, dict] = {}
+    for path, graph in graphs:
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        graph_types[path] = _tensor_types(graph, graph_types.get(parent, {}) if path else {})
+
+    if probe is not None:
+        # Shapes static inference could not settle (e.g. a Reshape target computed at run time):
+        # ask the runtime once for the concrete shapes of the tensors those nodes touch.
+        top = graph_types[""]
+        missing = sorted({
+            name for node in inferred.graph.node if node_macs(node, top)[0] is None
+            for name in list(node.input) + list(node.output) if name and _shape(top, name) is None
+        } | {o.name for o in inferred.graph.output if _shape(top, o.name) is None})
+        if missing:
+            for name, dims in probe(missing).items():
+                top[name] = (dims, top.get(name, (None, TensorProto.FLOAT))[1])
+
+    macs = macs_dw = activation = activation_elems = peak = peak_elems = node_count = loops = 0
+    by_op: Counter[str] = Counter()
+    hist: Counter[str] = Counter()
+    unresolved: list[str] = []
+    for path, graph in graphs:
+        types = graph_types[path]
+        stored = {t.name for t in graph.initializer} | {
+            n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
+        for i, node in enumerate(graph.node):
+            node_count += 1
+            hist[node.op_type] += 1
+            if node.op_type in ("Loop", "Scan"):
+                loops += 1
+            if node.op_type == "Constant":
+                continue
+            n, depthwise = node_macs(node, types)
+            if n is None:
+                unresolved.append(node.name or f"{node.op_type}#{i}")
+            elif n:
+                macs += n
+                by_op[node.op_type] += n
+                if depthwise:
+                    macs_dw += n
+            out_bytes = sum(_bytes(types, o) for o in node.output if o)
+            in_bytes = sum(_bytes(types, x) for x in node.input if x and x not in stored)
+            activation += out_bytes
+            out_elems = sum(_elements(types, o) for o in node.output if o)
+            activation_elems += out_elems
+            peak = max(peak, out_bytes + in_bytes)
+            peak_elems = max(peak_elems, out_elems + sum(_elements(types, x) for x in node.input if x and x not in stored))
+
+    inputs = tuple(
+        TensorInfo(vi.name, shapes[vi.name], dtype_name(vi.type.tensor_type.elem_type)) for vi in graph_inputs(model)
+    )
+    top_types = graph_types.get("", {})
+    outputs = tuple(
+        TensorInfo(o.name, tuple(_shape(top_types, o.name) or ()), dtype_name(o.type.tensor_type.elem_type))
+        for o in inferred.graph.output
+    )
+    return StaticProfile(
+        parameters=parameters,
+        weight_bytes=weight_bytes,
+        float_parameters=float_parameters,
+        stored_tensors=stored_tensors,
+        macs=macs,
+        macs_depthwise=macs_dw,
+        macs_by_op=dict(sorted(by_op.items())),
+        activation_bytes=activation,
+        activation_elements=activation_elems,
+        activation_peak_bytes=peak,
+        activation_peak_elements=peak_elems,
+        node_count=node_count,
+        op_histogram=dict(sorted(hist.items())),
+        inputs=inputs,
+        outputs=outputs,
+        opset={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        ir_version=model.ir_version,
+        producer=" ".join(f"{model.producer_name} {model.producer_version}".split()),
+        loop_bodies=loops,
+        unresolved_nodes=tuple(unresolved),
+        elapsed_s=time.perf_counter() - t0,
+    )
+
+
+def _elements(types, name: str) -> int:
+    entry = types.get(name)
+    return numel(entry[0]) if entry and entry[0] is not None else 0
+
+
+def _bytes(types, name: str) -> int:
+    entry = types.get(name)
+    if not entry or entry[0] is None:
+        return 0
+    return numel(entry[0]) * dtype_bytes(entry[1])
+

@@ -1,0 +1,136 @@
+"""Versioned rule sets (``rules/<id>-<version>.json``) and grading as pure functions.
+
+A released rule file is never edited, only superseded by a new version; every label records the
+rule set's id, version and the sha256 of the file that graded it. The rationale of each threshold is
+in ``rules/README.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+from eeki_label.errors import CatalogueError, UsageError
+from eeki_label.resources import list_data, load_json
+
+CLASSES = ("A", "B", "C", "D", "E", "F", "G")
+RULES_ID = "eeki-rules"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    id: str
+    version: str
+    sha256: str
+    file_name: str
+    thresholds: tuple[tuple[str, float], ...]
+    """(class, upper index bound, inclusive) for A..F, increasing; G is everything above F's bound."""
+    default_task: str
+    default_device_classes: tuple[str, ...]
+    fidelity: dict
+    raw: dict
+
+    def threshold_map(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = dict(self.thresholds)
+        out["G"] = None
+        return out
+
+
+def available_versions() -> list[str]:
+    prefix = f"{RULES_ID}-"
+    names = [n for n in list_data("rules") if n.startswith(prefix)]
+    return sorted((n[len(prefix):-len(".json")] for n in names),
+                  key=lambda v: tuple(int(p) if p.isdigit() else p for p in v.split(".")))
+
+
+def load_rules(version: str | None = None) -> RuleSet:
+    versions = available_versions()
+    if not versions:
+        raise CatalogueError("no rule set is installed")
+    version = version or versions[-1]
+    if version not in versions:
+        raise CatalogueError(f"unknown rules version {version!r}; known: {', '.join(versions)}")
+    doc = load_json("rules", f"{RULES_ID}-{version}.json")
+    c = doc.content
+    try:
+        thresholds = tuple((t["class"], float(t["max_index"])) for t in c["classes"] if t["class"] != "G")
+        letters = [t[0] for t in thresholds]
+        bounds = [t[1] for t in thresholds]
+        if letters != list(CLASSES[:-1]) or any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])) or bounds[0] <= 0:
+            raise CatalogueError(f"rule set {version}: classes must be A..F with increasing positive bounds")
+        if c["version"] != version or c["id"] != RULES_ID:
+            raise CatalogueError(f"rule file {doc.name} declares {c['id']} {c['version']}")
+        return RuleSet(
+            id=c["id"], version=c["version"], sha256=doc.sha256, file_name=doc.name, thresholds=thresholds,
+            default_task=c["default_task"], default_device_classes=tuple(c["default_device_classes"]),
+            fidelity=dict(c.get("fidelity", {})), raw=c,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogueError(f"rule set {version} is damaged: {e!r}") from e
+
+
+def grade(index: float, thresholds: Sequence[tuple[str, float]]) -> str:
+    """The class for an energy index: the first class whose upper bound the index does not exceed
+    (bounds inclusive); above the last bound, G. A pure function of its arguments."""
+    if not math.isfinite(index) or index < 0:
+        raise ValueError(f"index must be a finite non-negative number, got {index}")
+    for letter, upper in thresholds:
+        if index <= upper:
+            return letter
+    return "G"
+
+
+def class_rank(letter: str) -> int:
+    """0 for A .. 6 for G."""
+    try:
+        return CLASSES.index(letter.upper())
+    except ValueError as e:
+        raise UsageError(f"unknown class {letter!r}; use one of {'..'.join((CLASSES[0], CLASSES[-1]))}") from e
+
+
+def worse_than(letter: str, required: str) -> bool:
+    return class_rank(letter) > class_rank(required)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Selection:
+    reference: object | None
+    considered: int
+    description: str
+    quality_above_all: bool
+
+
+def select_reference(
+    candidates: Sequence[T],
+    energy_j: Callable[[T], float | None],
+    quality: Callable[[T], float],
+    declared_quality: float | None,
+    higher_is_better: bool = True,
+) -> Selection:
+    """The study's rule: among the task's references that do the task at least as well as the
+    candidate declares, the one with the least energy on the device class. Without a declared
+    quality, the least-energy reference of the task. When no reference reaches the declared
+    quality, the best-quality reference is used and the selection says so."""
+    usable = [c for c in candidates if energy_j(c) is not None]
+    if not usable:
+        return Selection(None, 0, "no catalogue reference fits this device class", False)
+    if declared_quality is None:
+        best = min(usable, key=lambda c: (energy_j(c), -quality(c) if higher_is_better else quality(c)))
+        return Selection(best, len(usable), "least energy of the task's references (quality not declared)", False)
+
+    def good_enough(c: T) -> bool:
+        return quality(c) >= declared_quality if higher_is_better else quality(c) <= declared_quality
+
+    qualified = [c for c in usable if good_enough(c)]
+    if qualified:
+        best = min(qualified, key=energy_j)
+        return Selection(best, len(qualified),
+                         f"least energy among references with quality >= the declared {declared_quality:g}", False)
+    best = max(usable, key=quality) if higher_is_better else min(usable, key=quality)
+    return Selection(best, len(usable),
+                     f"no reference reaches the declared quality {declared_quality:g}; the best-quality one is used",
+                     True)

@@ -1,0 +1,1 @@
+"""Data folder shipped as a resource package of eeki_label (see pyproject.toml); holds no code."""

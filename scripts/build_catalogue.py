@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Regenerate the reference catalogue's profile figures with eeki-label's own static profiler.
+
+    python scripts/build_catalogue.py --exports DIR [--check]
+
+DIR holds the ONNX exports named in scripts/catalogue_source.json (``onnx_file``), made with
+scripts/export_torchvision.py in a throwaway venv (torch is not a dependency of eeki-label).
+The source file carries what a person curates (ids, tasks, published quality with its source);
+this script adds what the profiler measures (parameters, MACs, activation elements) and writes
+reference_models/catalogue-<version>.json. With ``--check`` it only compares and exits non-zero
+when a figure would change. It also prints measured vs published MACs (the 3 % check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eeki_label import __version__
+from eeki_label.model_io import load_model
+from eeki_label.profile.shapes import resolve_input_shapes
+from eeki_label.profile.static import static_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def profile_entry(path: Path, shape: list[int]) -> dict:
+    loaded = load_model(path)
+    shapes = resolve_input_shapes(loaded.proto, {loaded.proto.graph.input[0].name: tuple(shape)})
+    p = static_profile(loaded, shapes)
+    if p.unresolved_nodes:
+        raise SystemExit(f"{path.name}: unresolved nodes {p.unresolved_nodes[:5]}")
+    return {
+        "parameters": p.parameters,
+        "weight_bytes": p.weight_bytes,
+        "macs": p.macs,
+        "macs_depthwise": p.macs_depthwise,
+        "activation_elements": p.activation_elements,
+        "activation_peak_elements": p.activation_peak_elements,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--exports", type=Path, required=True)
+    ap.add_argument("--source", type=Path, default=ROOT / "scripts" / "catalogue_source.json")
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    source = json.loads(args.source.read_text())
+    out = {k: v for k, v in source.items() if k != "models"}
+    out["profiler"] = f"eeki-label {__version__} static profile, scripts/build_catalogue.py"
+    out["models"] = []
+    print(f"{'model':32s} {'GMAC measured':>14s} {'published':>10s} {'deviation':>10s}")
+    worst = 0.0
+    for m in source["models"]:
+        entry = dict(m)
+        prof = profile_entry(args.exports / m["onnx_file"], m["input_shape"])
+        entry["profile"] = prof
+        pub = m.get("published", {}).get("macs")
+        if pub:
+            dev = prof["macs"] / pub - 1
+            worst = max(worst, abs(dev))
+            print(f"{m['id']:32s} {prof['macs'] / 1e9:14.4f} {pub / 1e9:10.4f} {dev * 100:+9.2f}%")
+        out["models"].append(entry)
+    print(f"largest deviation from published MACs: {worst * 100:.2f} %")
+    target = ROOT / "reference_models" / f"catalogue-{source['version']}.json"
+    text = json.dumps(out, indent=2) + "\n"
+    if args.check:
+        same = target.exists() and target.read_text() == text
+        print("up to date" if same else f"{target.name} would change")
+        return 0 if same else 1
+    target.write_text(text)
+    print(f"wrote {target.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

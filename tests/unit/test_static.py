@@ -1,0 +1,130 @@
+"""MAC and parameter counting on tiny graphs whose figures are worked out by hand."""
+
+import json
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import ARCH, ROOT, save, tiny_cnn
+from eeki_label.model_io import load_model
+from eeki_label.profile.shapes import resolve_input_shapes
+from eeki_label.profile.static import static_profile
+
+
+def profile(model, tmp_path, shapes=None, name="m.onnx"):
+    loaded = load_model(save(model, tmp_path / name))
+    return static_profile(loaded, resolve_input_shapes(loaded.proto, shapes or {}))
+
+
+def single_node_model(node, inputs, output, inits, opset=17):
+    graph = helper.make_graph([node], "g", inputs, [output], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def weight(name, shape):
+    return numpy_helper.from_array(np.zeros(shape, np.float32), name)
+
+
+def vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def test_tiny_cnn_by_hand(tmp_path):
+    p = profile(tiny_cnn(), tmp_path)
+    conv = 1 * 8 * 16 * 16 * 3 * 3 * 3  # out elements x (Cin/g * kH * kW)
+    gemm = 1 * 4 * 8
+    assert p.macs == conv + gemm
+    assert p.macs_by_op == {"Conv": conv, "Gemm": gemm}
+    assert p.parameters == 8 * 27 + 8 + 32 + 4
+    assert p.weight_bytes == 4 * p.parameters
+    # activations: conv out 2048, relu 2048, pool 8, flatten 8, gemm 4 (float32)
+    assert p.activation_elements == 2048 + 2048 + 8 + 8 + 4
+    assert p.activation_bytes == 4 * p.activation_elements
+
+
+def test_constant_node_weights_are_parameters(tmp_path):
+    assert profile(tiny_cnn(with_constant=True), tmp_path).parameters == profile(tiny_cnn(), tmp_path, name="b.onnx").parameters
+
+
+def test_grouped_and_depthwise_conv(tmp_path):
+    grouped = single_node_model(
+        helper.make_node("Conv", ["x", "w"], ["y"], group=4, pads=[1, 1, 1, 1]),
+        [vi("x", [1, 16, 10, 10])], vi("y", [1, 32, 10, 10]), [weight("w", (32, 4, 3, 3))])
+    p = profile(grouped, tmp_path)
+    assert p.macs == 32 * 10 * 10 * 4 * 9 and p.macs_depthwise == 0
+    dw = single_node_model(
+        helper.make_node("Conv", ["x", "w"], ["y"], group=16, strides=[2, 2], pads=[1, 1, 1, 1]),
+        [vi("x", [1, 16, 10, 10])], vi("y", [1, 16, 5, 5]), [weight("w", (16, 1, 3, 3))])
+    p = profile(dw, tmp_path, name="dw.onnx")
+    assert p.macs == p.macs_depthwise == 16 * 5 * 5 * 9
+
+
+def test_conv_transpose(tmp_path):
+    m = single_node_model(
+        helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2]),
+        [vi("x", [1, 8, 5, 5])], vi("y", [1, 4, 11, 11]), [weight("w", (8, 4, 3, 3))])
+    assert profile(m, tmp_path).macs == 8 * 5 * 5 * 4 * 9  # every input pixel scatters Cout/g*k*k MACs
+
+
+def test_gemm_transposed_a(tmp_path):
+    m = single_node_model(helper.make_node("Gemm", ["a", "b"], ["y"], transA=1),
+                          [vi("a", [7, 3])], vi("y", [3, 5]), [weight("b", (7, 5))])
+    assert profile(m, tmp_path).macs == 3 * 5 * 7
+
+
+def test_batched_broadcast_matmul(tmp_path):
+    m = single_node_model(helper.make_node("MatMul", ["a", "b"], ["y"]),
+                          [vi("a", [2, 6, 4, 8])], vi("y", [2, 6, 4, 3]), [weight("b", (8, 3))])
+    assert profile(m, tmp_path).macs == 2 * 6 * 4 * 3 * 8
+
+
+def test_lstm(tmp_path):
+    seq, batch, inp, hidden = 5, 1, 10, 20
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden)
+    m = single_node_model(node, [vi("x", [seq, batch, inp])], vi("y", [seq, 1, batch, hidden]),
+                          [weight("W", (1, 4 * hidden, inp)), weight("R", (1, 4 * hidden, hidden))])
+    assert profile(m, tmp_path).macs == seq * batch * 4 * hidden * (inp + hidden)
+
+
+def test_subgraph_tensors_and_macs_are_counted(tmp_path):
+    then_w = numpy_helper.from_array(np.ones((4, 4), np.float32), "tw")
+    then_g = helper.make_graph([helper.make_node("MatMul", ["x", "tw"], ["ty"])], "then", [], [vi("ty", [2, 4])],
+                               initializer=[then_w])
+    else_g = helper.make_graph([helper.make_node("Constant", [], ["ey"], value=numpy_helper.from_array(
+        np.zeros((2, 4), np.float32), "ec"))], "else", [], [vi("ey", [2, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)], "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, []), vi("x", [2, 4])], [vi("y", [2, 4])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    p = profile(m, tmp_path)
+    assert p.parameters == 16 + 8
+    assert p.macs == 2 * 4 * 4
+
+
+CATALOGUE_SOURCE = json.loads((ROOT / "scripts" / "catalogue_source.json").read_text())["models"]
+CLASSIFIERS = [m for m in CATALOGUE_SOURCE if "macs" in m["published"]]
+
+
+def arch_profile(onnx_file):
+    loaded = load_model(ARCH / onnx_file)
+    p = static_profile(loaded, resolve_input_shapes(loaded.proto))
+    assert not p.unresolved_nodes
+    return p
+
+
+@pytest.mark.parametrize("entry", CLASSIFIERS, ids=lambda m: m["id"])
+def test_torchvision_classifiers_within_3_percent_of_published(entry):
+    """Architecture-only exports (weights declared as inputs) against torchvision's published GMACs."""
+    assert len(CLASSIFIERS) == 9
+    macs, pub = arch_profile(entry["onnx_file"]).macs, entry["published"]["macs"]
+    assert abs(macs / pub - 1) <= 0.03, f"{entry['id']}: {macs} MACs vs published {pub}"
+
+
+def test_catalogue_figures_match_this_profiler():
+    """The committed catalogue was measured by this profiler: a change in counting shows here."""
+    from eeki_label.catalogue import load_catalogue
+
+    cat = load_catalogue()
+    for entry in CATALOGUE_SOURCE:
+        assert cat.model(entry["id"]).work.macs == arch_profile(entry["onnx_file"]).macs, entry["id"]
