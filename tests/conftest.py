@@ -1,25 +1,10 @@
-"""Shared fixtures: the real models in ../shared/models and builders of tiny graphs."""
-
-from __future__ import annotations
+"""Fixtures shared by all test folders; helpers live in support.py."""
 
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_MODELS = ROOT.parent / "shared" / "models"
-ARCH = ROOT / "tests" / "data" / "arch"
-
-
-def shared_model(name: str) -> Path:
-    """A real trained model from ../shared/models; fails (never skips) when the folder is missing."""
-    path = SHARED_MODELS / name
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: the tests need ../shared/models beside the repository (see README)")
-    return path
+from support import shared_model
 
 
 @pytest.fixture
@@ -30,35 +15,3 @@ def cls_model() -> Path:
 @pytest.fixture
 def det_model() -> Path:
     return shared_model("ppocr_v4_det.onnx")
-
-
-def save(model: onnx.ModelProto, path: Path) -> Path:
-    onnx.save(model, str(path))
-    return path
-
-
-def tiny_cnn(with_constant: bool = False, batch: "int | str" = "N", seed: int = 0) -> onnx.ModelProto:
-    """Conv(3->8, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(8->4): a valid small classifier."""
-    rng = np.random.default_rng(seed)
-    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
-    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
-    fc = numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "fc")
-    fcb = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "fcb")
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], transB=1, name="fc"),
-    ]
-    inits = [w, b, fc, fcb]
-    if with_constant:  # weights in Constant nodes, as in the PP-OCR exports
-        nodes = [helper.make_node("Constant", [], [t.name], value=t, name=f"const_{t.name}") for t in inits] + nodes
-        inits = []
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
-        initializer=inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="eeki-tests")

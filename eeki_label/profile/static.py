@@ -37,7 +37,7 @@ from eeki_label.model_io import (
 )
 from eeki_label.profile.shapes import Shape, dtype_name, graph_inputs
 
-_CONV_WEIGHT_INDEX = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "NhwcConv": 1, "FusedConv": 1}
+CONV_WEIGHT_INDEX = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "NhwcConv": 1, "FusedConv": 1}
 _MATMUL_B_INDEX = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "FusedMatMul": 1}
 _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
@@ -173,8 +173,8 @@ def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
     """(MACs of one node or None if its shapes are unknown, whether it is a depthwise conv).
     Returns (0, False) for ops that do no multiply-accumulates."""
     op = node.op_type
-    if op in _CONV_WEIGHT_INDEX:
-        w = _shape(types, node.input[_CONV_WEIGHT_INDEX[op]]) if len(node.input) > _CONV_WEIGHT_INDEX[op] else None
+    if op in CONV_WEIGHT_INDEX:
+        w = _shape(types, node.input[CONV_WEIGHT_INDEX[op]]) if len(node.input) > CONV_WEIGHT_INDEX[op] else None
         y = _shape(types, node.output[0])
         if w is None or y is None or len(w) < 2:
             return None, False
@@ -231,6 +231,32 @@ def _einsum_macs(node: NodeProto, types) -> int | None:
     return numel(list(sizes.values())) if len(terms) > 1 else 0
 
 
+def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> tuple[ModelProto, dict[str, dict]]:
+    """Shape-inferred structure of the model and, per graph path, ``name -> (shape, elem_type)``.
+
+    The inferred model carries no weight payloads (see :func:`_with_fixed_inputs`). ``probe(names)``,
+    when given, supplies concrete shapes of main-graph tensors static inference leaves unknown.
+    Shared by the static profile and by stages that need per-node figures (recycling).
+    """
+    inferred = _infer(_with_fixed_inputs(loaded.proto, shapes))
+    graph_types: dict[str, dict] = {}
+    for path, graph in iter_graphs(inferred):
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        graph_types[path] = _tensor_types(graph, graph_types.get(parent, {}) if path else {})
+    if probe is not None:
+        # Shapes static inference could not settle (e.g. a Reshape target computed at run time):
+        # ask the runtime once for the concrete shapes of the tensors those nodes touch.
+        top = graph_types[""]
+        missing = sorted({
+            name for node in inferred.graph.node if node_macs(node, top)[0] is None
+            for name in list(node.input) + list(node.output) if name and _shape(top, name) is None
+        } | {o.name for o in inferred.graph.output if _shape(top, o.name) is None})
+        if missing:
+            for name, dims in probe(missing).items():
+                top[name] = (dims, top.get(name, (None, TensorProto.FLOAT))[1])
+    return inferred, graph_types
+
+
 def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> StaticProfile:
     """Profile ``loaded`` at the concrete input ``shapes`` (from :func:`resolve_input_shapes`).
 
@@ -250,24 +276,8 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) ->
         if ref.tensor.data_type in FLOAT_DTYPES:
             float_parameters += numel(ref.tensor.dims)
 
-    inferred = _infer(_with_fixed_inputs(model, shapes))
+    inferred, graph_types = typed_graphs(loaded, shapes, probe)
     graphs = list(iter_graphs(inferred))
-    graph_types: dict[str, dict] = {}
-    for path, graph in graphs:
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        graph_types[path] = _tensor_types(graph, graph_types.get(parent, {}) if path else {})
-
-    if probe is not None:
-        # Shapes static inference could not settle (e.g. a Reshape target computed at run time):
-        # ask the runtime once for the concrete shapes of the tensors those nodes touch.
-        top = graph_types[""]
-        missing = sorted({
-            name for node in inferred.graph.node if node_macs(node, top)[0] is None
-            for name in list(node.input) + list(node.output) if name and _shape(top, name) is None
-        } | {o.name for o in inferred.graph.output if _shape(top, o.name) is None})
-        if missing:
-            for name, dims in probe(missing).items():
-                top[name] = (dims, top.get(name, (None, TensorProto.FLOAT))[1])
 
     macs = macs_dw = activation = activation_elems = peak = peak_elems = node_count = loops = 0
     by_op: Counter[str] = Counter()

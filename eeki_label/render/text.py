@@ -38,7 +38,36 @@ def summary(labels) -> str:
     notes = sorted({n for lab in labels.labels for n in lab.label.notes})
     rt = first.runtime
     tail = [f"runtime (this host): median {rt.latency_ms_median:.3g} ms, p90 {rt.latency_ms_p90:.3g} ms over {rt.runs} runs"] if rt else []
+    tail += [line for line in [recycling_line(first.recycling)] if line]
     return "\n".join([head, table] + tail + [f"note: {n}" for n in notes])
+
+
+def recycling_line(r) -> str | None:
+    """One line on reuse of a pretrained base and the training energy it saves (None: nothing to say)."""
+    if r is None:
+        return None
+    parts = []
+    if r.base is not None:
+        b = r.base
+        parts.append(f"base {b.file_name}: {b.frozen.share:.1%} of parameters frozen, {b.fine_tuned.share:.1%} "
+                     f"fine-tuned, {b.new.share:.1%} new")
+    elif r.structure is not None and r.structure.recognised:
+        s = r.structure
+        differs = f"; differs: {', '.join(s.differing_layers[:3])}{'…' if len(s.differing_layers) > 3 else ''}" \
+            if s.differing_layers else ""
+        parts.append(f"structure = {s.name} architecture, {s.coverage:.1%} of weight-layer parameters{differs} "
+                     "(structural match, not proof of reuse)")
+    t = r.training
+    if t is not None:
+        saved = ", ".join(f"{x.id} {x.saving_wh:.4g} Wh ({x.saving_share:.0%})" for x in t.scenarios
+                          if x.saving_wh is not None and x.saving_share is not None)
+        parts.append(f"{'potential ' if t.basis == 'structural-match' else ''}training energy saved vs scratch "
+                     f"({t.train_samples:,} samples, {t.device_class}): {saved}")
+    if r.update is not None:
+        u = r.update
+        size = f"{u.coded_bytes:,} bytes NNC" if u.coded_bytes is not None else f"{u.raw_bytes:,} bytes raw"
+        parts.append(f"update {u.changed_tensors} tensor(s), {size} (full weights {u.full_model_weight_bytes:,} bytes)")
+    return "recycling: " + "; ".join(parts) if parts else None
 
 
 def devices_table(ctx) -> str:
@@ -68,8 +97,37 @@ def calibration_table(ctx) -> str:
         "Each class's constant is fitted on its anchor, which it therefore reproduces; cross-checks are other "
         "measured systems, predicted with the class's constant.\n\n"
     )
-    return header + _table(["class", "row", "system", "model", "mode", "measured mJ", "predicted mJ", "deviation",
-                            "source"], rows)
+    anchors = _table(["class", "row", "system", "model", "mode", "measured mJ", "predicted mJ", "deviation",
+                      "source"], rows)
+    return header + anchors + "\n\n" + depthwise_check(ctx)
+
+
+#: BRIEF §7: depthwise-separable networks run at a lower MAC rate than ResNet-50, median factor about
+#: 0.33 across measured pairs (MLPerf results of MobileNet and ResNet-50 on the same systems).
+DEPTHWISE_MAC_RATE_FACTOR_MEASURED = 0.33
+
+
+def depthwise_check(ctx) -> str:
+    """Cross-check of the data-movement term: MobileNetV2 vs ResNet-50 on each class."""
+    from eeki_label.energy.estimate import estimate_inference
+
+    r50 = ctx.catalogue.model("torchvision/resnet50")
+    mnv2 = ctx.catalogue.model("torchvision/mobilenet_v2")
+    mac_ratio = mnv2.work.macs / r50.work.macs
+    rows = []
+    for d in ctx.devices.classes:
+        e_r50 = estimate_inference(r50.work, d).energy_j
+        e_mnv2 = estimate_inference(mnv2.work, d).energy_j
+        if e_r50 and e_mnv2:
+            rows.append([d.id, f"{e_mnv2 / e_r50:.3f}", f"{mac_ratio / (e_mnv2 / e_r50):.2f}",
+                         f"{DEPTHWISE_MAC_RATE_FACTOR_MEASURED:.2f}"])
+    intro = (
+        f"Depthwise cross-check: MobileNetV2 needs {mac_ratio:.3f}x the MACs of ResNet-50. The implied MAC-rate "
+        "factor (MAC ratio / predicted energy ratio) is to be compared with the measured median of about "
+        f"{DEPTHWISE_MAC_RATE_FACTOR_MEASURED} (BRIEF section 7).\n\n"
+    )
+    return intro + _table(["class", "predicted MobileNetV2 / ResNet-50 energy", "implied MAC-rate factor",
+                           "measured median factor"], rows)
 
 
 def catalogue_table(cat) -> str:

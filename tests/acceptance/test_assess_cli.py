@@ -5,7 +5,7 @@ import json
 import jsonschema
 import pytest
 
-from conftest import ROOT, save, tiny_cnn
+from support import ROOT, save, tiny_cnn
 from eeki_label.cli import main
 
 CONTRACT = [

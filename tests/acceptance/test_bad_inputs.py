@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import save, tiny_cnn
+from support import save, tiny_cnn
 from eeki_label.cli import main
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ROOT, save
+from support import ROOT, save
 from eeki_label.catalogue import WorkProfile
 from eeki_label.energy.estimate import estimate_inference
 from eeki_label.model_io import load_model

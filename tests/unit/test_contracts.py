@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import ROOT
+from support import ROOT
 from eeki_label.errors import all_error_classes
 from eeki_label.schema_gen import schemas
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ARCH, ROOT, save, tiny_cnn
+from support import ARCH, ROOT, save, tiny_cnn
 from eeki_label.model_io import load_model
 from eeki_label.profile.shapes import resolve_input_shapes
 from eeki_label.profile.static import static_profile
