@@ -44,6 +44,11 @@ class ReferenceModel:
     work: WorkProfile
     published_params: int | None
     published_macs: int | None
+    scratch_epochs: int | None = None
+    """Epochs of the published from-scratch training recipe (None when not published)."""
+    scratch_epochs_source: str | None = None
+    structure: tuple[str, ...] = ()
+    """Weight-layer signature in graph order (``eeki_label.recycle.structure_signature`` tokens)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,9 @@ def load_catalogue(version: str | None = None) -> Catalogue:
                 ),
                 published_params=m.get("published", {}).get("parameters"),
                 published_macs=m.get("published", {}).get("macs"),
+                scratch_epochs=(m.get("training") or {}).get("scratch_epochs"),
+                scratch_epochs_source=(m.get("training") or {}).get("source"),
+                structure=tuple((m.get("structure") or {}).get("layers", ())),
             )
             for m in c["models"]
         )

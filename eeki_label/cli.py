@@ -95,7 +95,7 @@ def assess(
     task: Optional[str] = typer.Option(None, help="Task id from the catalogue (default: the rule set's default)."),
     accuracy: Optional[float] = typer.Option(None, help="Declared quality in the task's metric (e.g. top-1 %)."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims (repeatable)."),
-    out: Optional[Path] = typer.Option(None, help="Folder to write label.json into."),
+    out: Optional[Path] = typer.Option(None, help="Folder to write label.json, label.pdf and report.html into."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the label JSON to PATH, or '-' for stdout."),
     fail_below: Optional[str] = typer.Option(None, help="Exit with code 3 if a label is worse than this class (A..G)."),
     runs: int = typer.Option(30, min=0, help="Timed onnxruntime runs (0 skips the runtime profile)."),
@@ -108,6 +108,38 @@ def assess(
     time_limit: float = typer.Option(600.0, min=0.001, help="Wall-clock limit of the runtime profile, seconds."),
     issued_at: Optional[str] = typer.Option(None, help="Fix the issue time (ISO 8601) for reproducible documents."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress."),
+    pdf: Optional[Path] = typer.Option(None, "--pdf", help="Write the PDF certificate to PATH."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write the interactive HTML report to PATH."),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="Sign the label with this Ed25519 key (keygen)."),
+    embed: Optional[Path] = typer.Option(
+        None, "--embed", help="Write a copy of the model with the label in its metadata_props ('eeki_label') to PATH."),
+    issuer: Optional[str] = typer.Option(None, "--issuer", help="Who issues the label (recorded and printed)."),
+    base: Optional[Path] = typer.Option(
+        None, help="Declared pretrained base model (ONNX): classify tensors as frozen / fine-tuned / new against it."),
+    train_samples: Optional[int] = typer.Option(
+        None, min=1, help="Training samples for the training-energy figures (default: the rule set's)."),
+    epochs: Optional[int] = typer.Option(
+        None, min=1, help="Epochs of recycling and transfer learning (default: the rule set's)."),
+    scratch_epochs: Optional[int] = typer.Option(
+        None, min=1, help="Epochs of training from scratch (default: the matched catalogue family's, else the rule set's)."),
+    training_device_class: Optional[str] = typer.Option(
+        None, help="Device class of the training-energy figures (default: the rule set's)."),
+    features_cached: Optional[bool] = typer.Option(
+        None, "--features-cached/--no-features-cached",
+        help="Frozen features computed once and reused across epochs (default: the rule set's)."),
+    update_codec: str = typer.Option(
+        "auto", help="Size of the update against --base: 'auto' (NNC delta when possible) or 'raw'."),
+    meter: str = typer.Option(
+        "auto", help="Meter for --device-class host: auto, rapl, nvml, trace (with --trace) or none."),
+    allow_estimate: bool = typer.Option(
+        False, "--allow-estimate", help="If host cannot be measured, give the estimate on the reference class instead."),
+    measurements: Optional[Path] = typer.Option(
+        None, help="Build the host label from a record written by 'eeki-label measure' (implies -d host)."),
+    trace: Optional[Path] = typer.Option(
+        None, help="External power-meter log (CSV or line protocol) for --meter trace or a record taken with it."),
+    reference_class: Optional[str] = typer.Option(
+        None, help="Device class whose estimated reference energy grades host (default: single-board-cpu; GPU runs: "
+                   "datacenter-gpu-batch1)."),
 ) -> None:
     """Profile MODEL, estimate its energy per inference per device class, and grade it A..G."""
     from eeki_label.model_io import LoadLimits
@@ -115,6 +147,7 @@ def assess(
     from eeki_label.pipeline import AssessOptions
     from eeki_label.pipeline import assess as run_assess
     from eeki_label.profile.shapes import parse_shape_options
+    from eeki_label.recycle import RecyclingOptions
     from eeki_label.render.text import summary
     from eeki_label.rules import class_rank, worse_than
 
@@ -122,29 +155,34 @@ def assess(
         class_rank(fail_below)
     if issued_at is not None:
         _check_iso(issued_at)
+    if update_codec not in ("auto", "raw"):
+        raise UsageError(f"--update-codec {update_codec!r}: use 'auto' or 'raw'")
     options = AssessOptions(
         device_classes=tuple(device_class), task=task, accuracy=accuracy,
         input_shapes=parse_shape_options(input_shape), runs=runs, threads=threads, seed=seed,
         rules_version=rules, catalogue_version=catalogue,
         limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes),
-        runtime_time_limit_s=time_limit, issued_at=issued_at,
+        runtime_time_limit_s=time_limit, issued_at=issued_at, issuer=issuer,
+        base=base, recycling=RecyclingOptions(
+            train_samples=train_samples, fine_tune_epochs=epochs, scratch_epochs=scratch_epochs,
+            training_device_class=training_device_class, features_cached=features_cached, update_codec=update_codec),
+        host=_host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=device_class),
     )
+    signing_key = _certificate_preflight(model, sign_key, embed)
     progress = _Progress(not quiet)
     try:
         labels = run_assess(model, options, progress)
     finally:
         progress.close()
     doc = labels.labels[0] if len(labels.labels) == 1 else labels
+    if signing_key is not None:
+        from eeki_label.signing import sign_document
+
+        doc = sign_document(doc, signing_key)
     text = dump_json(doc)
-
-    from eeki_label.fileio import write_atomic
-
-    if out is not None:
-        write_atomic(out / "label.json", text)
+    _write_outputs(doc, text, out=out, json_out=json_out, pdf=pdf, html=html, embed=embed, model=model)
     if json_out == "-":
         sys.stdout.write(text)
-    elif json_out:
-        write_atomic(json_out, text)
     if not quiet and json_out != "-":
         typer.echo(summary(labels))
 
@@ -156,6 +194,202 @@ def assess(
         if failing:
             worst = ", ".join(f"{lab.device_class.id}={lab.label.class_}" for lab in failing)
             raise GateFailed(f"class worse than {fail_below.upper()}: {worst}")
+
+
+def _host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=(), **more):
+    from eeki_label.energy.host import HOST_CLASS_ID, HostOptions
+
+    if device_classes and HOST_CLASS_ID not in device_classes and (measurements or trace or meter != "auto"):
+        raise UsageError("--measurements, --trace and --meter apply to --device-class host; add -d host")
+    return HostOptions(meter=meter, allow_estimate=allow_estimate,
+                       measurements=str(measurements) if measurements else None, trace=str(trace) if trace else None,
+                       reference_class=reference_class, **more)
+
+
+@app.command()
+@_guarded
+def measure(
+    model: Path = typer.Argument(..., help="The ONNX model file.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="The measurement record to write (JSON).", show_default=False),
+    meter: str = typer.Option("auto", help="auto, rapl, nvml, or trace (an external meter; markers are written)."),
+    markers: Optional[Path] = typer.Option(None, help="Run markers CSV for aligning a meter's log (default: OUT.markers.csv)."),
+    trace: Optional[Path] = typer.Option(None, help="The external meter's log, read after the runs (--meter trace)."),
+    trace_format: str = typer.Option("auto", help="Trace format: auto, csv, line-protocol."),
+    trace_field: Optional[str] = typer.Option(None, help="Watts column (CSV) or FIELD / MEASUREMENT.FIELD (line protocol)."),
+    trace_precision: str = typer.Option("ns", help="Line-protocol timestamp precision: s, ms, us, ns."),
+    trace_offset_s: float = typer.Option(0.0, help="Seconds added to the trace's timestamps (the logger's clock offset)."),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims (repeatable)."),
+    baseline_runs: int = typer.Option(10, min=2, help="Baseline runs: the system without the model."),
+    idle_runs: int = typer.Option(10, min=0, help="Idle runs: session loaded, no inference."),
+    scenario_runs: int = typer.Option(30, min=2, help="Scenario runs: batches of inferences."),
+    run_seconds: float = typer.Option(1.0, min=0.001, help="Target duration of each run, seconds."),
+    inferences_per_run: Optional[int] = typer.Option(
+        None, min=1, help="Inferences per scenario run (default: from the warm-up latency and --run-seconds)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime intra-op threads (default: onnxruntime's)."),
+    seed: int = typer.Option(0, help="Seed of the generated inputs."),
+    max_file_bytes: int = typer.Option(2 * 1024**3, min=1, help="Largest model file accepted, bytes."),
+    max_tensor_bytes: int = typer.Option(8 * 1024**3, min=1, help="Largest total declared tensor size accepted, bytes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress."),
+) -> None:
+    """Measure MODEL's energy on this machine (baseline, idle, scenario) and archive the raw samples."""
+    from eeki_label.energy.host import HostOptions, measure_record
+    from eeki_label.energy.measure import ProtocolConfig, analyse, dump_record, markers_csv
+    from eeki_label.energy.meters import open_meter
+    from eeki_label.energy.record import TraceSettings
+    from eeki_label.fileio import write_atomic
+    from eeki_label.model_io import LoadLimits, load_model
+    from eeki_label.profile.shapes import parse_shape_options, resolve_input_shapes
+
+    if meter not in ("auto", "rapl", "nvml", "trace"):
+        raise UsageError(f"--meter {meter!r}: use auto, rapl, nvml or trace")
+    if trace is not None and meter != "trace":
+        raise UsageError("--trace needs --meter trace")
+    try:
+        settings = TraceSettings(format=trace_format, field=trace_field, precision=trace_precision,
+                                 offset_s=trace_offset_s)
+    except ValueError as e:
+        raise UsageError(f"trace option: {' '.join(str(e).split())[:200]}") from e
+    options = HostOptions(meter=meter, trace=str(trace) if trace else None, trace_settings=settings,
+                          protocol=ProtocolConfig(baseline_runs, idle_runs, scenario_runs, run_seconds,
+                                                  inferences_per_run, seed=seed, threads=threads))
+    options.protocol.check()
+    if meter != "trace":
+        open_meter(meter).close()  # fail before loading anything when nothing can be measured
+    loaded = load_model(model, LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes))
+    shapes = resolve_input_shapes(loaded.proto, parse_shape_options(input_shape))
+    progress = _Progress(not quiet)
+    try:
+        record = measure_record(loaded, shapes, options, progress)
+    finally:
+        progress.close()
+    write_atomic(markers or out.with_name(out.name + ".markers.csv"), markers_csv(record))
+    write_atomic(out, dump_record(record))
+    if quiet:
+        return
+    if any(r.energy_j is None for r in record.runs):
+        typer.echo(f"{len(record.runs)} runs recorded with markers; energies follow from the meter's log: "
+                   f"eeki-label assess MODEL --measurements {out} --trace LOG")
+        return
+    from eeki_label.errors import MeasurementError
+
+    try:
+        m = analyse(record)
+    except MeasurementError as e:  # the raw samples are archived; assess --measurements reports it as an error
+        sys.stderr.write(f"warning: net energy not resolvable: {e}\n")
+        return
+    lo, hi = m.net.ci95_j
+    idle = f", idle {m.idle_power_w:.4g} W" if m.idle_power_w is not None else ""
+    typer.echo(f"{record.meter.kind} ({', '.join(m.domains)}): net {m.energy_j * 1e3:.4g} mJ per inference "
+               f"(95 % CI {lo * 1e3:.4g}..{hi * 1e3:.4g} mJ, {m.interval_method}); baseline "
+               f"{m.net.baseline_power_w:.4g} W{idle}, scenario {m.scenario_power_w:.4g} W; "
+               f"{m.scenario_runs} x {m.inferences_per_run} inferences")
+
+
+def _certificate_preflight(model: Path, sign_key: Optional[Path], embed: Optional[Path]):
+    """Fail before the expensive stages: load the signing key; refuse --embed onto the model itself."""
+    key = None
+    if sign_key is not None:
+        from eeki_label.signing import load_private_key
+
+        key = load_private_key(sign_key)
+    if embed is not None and embed.resolve() == model.resolve():
+        raise UsageError("--embed must name a new file, not the assessed model")
+    return key
+
+
+def _write_outputs(doc, text: str, *, out=None, json_out=None, pdf=None, html=None, embed=None, model=None) -> None:
+    """Render everything in memory, then write all files or none (``fileio.AtomicBatch``)."""
+    from eeki_label.fileio import AtomicBatch
+
+    want_pdf, want_html = pdf is not None or out is not None, html is not None or out is not None
+    pdf_bytes = html_text = None
+    if want_pdf:
+        from eeki_label.render.pdf import render_pdf
+
+        pdf_bytes = render_pdf(doc)
+    if want_html:
+        from eeki_label.render.html import render_html
+
+        html_text = render_html(doc)
+    with AtomicBatch() as batch:
+        if out is not None:
+            batch.add(out / "label.json", text)
+            batch.add(out / "label.pdf", pdf_bytes)
+            batch.add(out / "report.html", html_text)
+        if json_out and json_out != "-":
+            batch.add(json_out, text)
+        if pdf is not None:
+            batch.add(pdf, pdf_bytes)
+        if html is not None:
+            batch.add(html, html_text)
+        if embed is not None:
+            from eeki_label.embed import write_embedded
+
+            first = doc.labels[0] if hasattr(doc, "labels") else doc
+            if first.model.external_data_bytes and embed.resolve().parent != model.resolve().parent:
+                raise UsageError("the model has external data files: --embed must write into the model's folder")
+            batch.add_stream(embed, lambda f: write_embedded(model, text, first.model.sha256, f))
+
+
+@app.command("render")
+@_guarded
+def render_cmd(
+    label: Path = typer.Argument(..., help="A label JSON file (or a model with an embedded label).", show_default=False),
+    pdf: Optional[Path] = typer.Option(None, "--pdf", help="Write the PDF certificate to PATH."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write the interactive HTML report to PATH."),
+) -> None:
+    """Re-render an existing label as a PDF certificate and/or an HTML report."""
+    from eeki_label.models import dump_json
+    from eeki_label.signing import check_signature, parse_document
+    from eeki_label.verify import looks_like_json, read_label_file, validate_document
+
+    if pdf is None and html is None:
+        raise UsageError("nothing to render: give --pdf PATH and/or --html PATH")
+    if looks_like_json(label):
+        obj, doc = read_label_file(label)
+    else:
+        from eeki_label.embed import extract
+
+        obj = parse_document(extract(label).label_text, f"label embedded in {label.name}")
+        doc = validate_document(obj, f"label embedded in {label.name}")
+    if obj.get("signature") is not None:
+        check_signature(obj, label.name)  # never print a certificate that claims a signature it does not carry
+    _write_outputs(doc, dump_json(doc), pdf=pdf, html=html)
+
+
+@app.command()
+@_guarded
+def keygen(
+    out: Path = typer.Option(..., "--out", help="Private key file to write (PEM, mode 600); the public key goes to OUT.pub."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
+) -> None:
+    """Create an Ed25519 key pair for signing labels (assess --sign-key)."""
+    from eeki_label.errors import KeyFileError
+    from eeki_label.fileio import AtomicBatch
+    from eeki_label.signing import fingerprint, generate_keypair, load_public_key
+
+    pub = out.with_name(out.name + ".pub")
+    for path in (out, pub):
+        if path.exists() and not force:
+            raise KeyFileError(f"{path} exists; not overwriting a key (use --force)")
+    private_pem, public_pem = generate_keypair()
+    with AtomicBatch() as batch:
+        batch.add(out, private_pem, mode=0o600)
+        batch.add(pub, public_pem, mode=0o644)
+    typer.echo(f"wrote {out} (private key, mode 600) and {pub}; key {fingerprint(load_public_key(pub))}")
+
+
+@app.command("verify")
+@_guarded
+def verify_cmd(
+    label: Path = typer.Argument(..., help="A label JSON file, or a model with an embedded label.", show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", help="The model the label is for: its sha256 must match."),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", help="The issuer's public key (KEY.pub from keygen)."),
+) -> None:
+    """Check a label's signature, key, model sha256 and data versions; each failure has its own exit code."""
+    from eeki_label.verify import verify
+
+    typer.echo(verify(label, model, public_key).summary())
 
 
 def _check_iso(text: str) -> None:

@@ -110,6 +110,76 @@ class LimitExceededError(EekiError):
     exit_code = 31
 
 
+# Certificates: signed labels, `verify`, `render` (README, "Exit codes" 40-46).
+
+
+class LabelFileError(EekiError):
+    """A label file (or a model's embedded label) is missing, unreadable, not JSON, or not a valid label."""
+
+    exit_code = 40
+
+
+class UnsignedLabelError(EekiError):
+    """``verify`` was given a label that carries no signature."""
+
+    exit_code = 41
+
+
+class SignatureInvalidError(EekiError):
+    """The signature does not match the label's content: the label was changed after signing."""
+
+    exit_code = 42
+
+
+class UntrustedKeyError(EekiError):
+    """The label is signed with another key than the one given with ``--public-key``."""
+
+    exit_code = 43
+
+
+class ModelMismatchError(EekiError):
+    """The model's sha256 is not the one the label names (another or a changed model)."""
+
+    exit_code = 44
+
+
+class DataMismatchError(EekiError):
+    """The rule set, catalogue or device data the label names is unknown here or differs from the installed file."""
+
+    exit_code = 45
+
+
+class KeyFileError(EekiError):
+    """A signing or public key file is missing, unreadable, not an Ed25519 key, or would be overwritten."""
+
+    exit_code = 46
+
+
+# Measured energy: meters, measurement records, traces (README, "Exit codes" 50-52).
+
+
+class MeterUnavailableError(EekiError):
+    """Nothing can be measured with the chosen meter on this machine (RAPL unreadable or absent, no NVML,
+    no trace); ``--allow-estimate`` falls back to the estimate instead."""
+
+    exit_code = 50
+    label = "cannot measure"
+
+
+class MeasurementRecordError(EekiError):
+    """A measurement record (``measure --out``) or meter trace is unreadable, invalid, inconsistent, or
+    belongs to another model or input shape."""
+
+    exit_code = 51
+
+
+class MeasurementError(EekiError):
+    """A measurement ran but cannot give a figure (a meter failed mid-run, or the net energy per
+    inference is not positive: the meter cannot resolve the model against the baseline)."""
+
+    exit_code = 52
+
+
 class InternalError(EekiError):
     """A bug in eeki-label: reported in one line; set EEKI_DEBUG=1 to see the traceback."""
 

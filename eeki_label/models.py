@@ -54,6 +54,9 @@ class ModelInfo(_Frozen):
     outputs: list[TensorSpec]
     loop_bodies: int
     unresolved_nodes: list[str]
+    graph_name: Optional[str] = Field(default=None, description="The graph's name as the model states it (untrusted text).")
+    doc_string: Optional[str] = Field(
+        default=None, description="The model's doc_string (else the graph's), first 1,000 characters (untrusted text).")
 
 
 class RuntimeInfo(_Frozen):
@@ -96,6 +99,43 @@ class InferenceEnergy(_Frozen):
     time_s_estimate: Optional[float] = None
     calibration_anchor: str
     meter: Optional[str] = None
+    domains: Optional[list[str]] = Field(
+        default=None, description="Measured: the meter's energy domains summed (e.g. package-0, package-0/dram, gpu0).")
+    repetitions: Optional["Repetitions"] = Field(default=None, description="Measured: runs per phase.")
+    energy_j_ci95: Optional[tuple[float, float]] = Field(
+        default=None, description="Measured: 95 % confidence interval of energy_j, joules per inference.")
+    interval_method: Optional[str] = Field(default=None, description="Measured: how energy_j_ci95 was computed.")
+    measurement: Optional["MeasurementInfo"] = Field(
+        default=None, description="Measured: baseline/idle/scenario figures and the record it came from.")
+
+
+class Repetitions(_Frozen):
+    """Runs of the measurement protocol (BRIEF §5: baseline, idle, scenario)."""
+
+    baseline_runs: int
+    idle_runs: int
+    scenario_runs: int
+    inferences_per_run: int = Field(description="Inferences in each scenario run.")
+
+
+class MeasurementInfo(_Frozen):
+    """How a measured energy was obtained (eeki_label/energy/measure.py); powers in watts."""
+
+    method: str = Field(description="Protocol id; net energy per inference = (E_scenario - P_baseline x t) / n.")
+    interval: str = Field(description="The confidence interval's method, in words.")
+    baseline_power_w: float
+    baseline_power_w_std: float
+    idle_power_w: Optional[float] = Field(description="Session loaded, no inference; reported, not subtracted.")
+    scenario_power_w: float
+    degrees_of_freedom: float
+    record_sha256: Optional[str] = Field(description="sha256 of the archived measurement record (--measurements).")
+    record_created_at: str
+    execution_provider: str
+    input_seed: int
+    order: str
+    reference_class: str = Field(description="The device class whose estimated reference energy grades the host.")
+    trace_file: Optional[str] = None
+    trace_sha256: Optional[str] = None
 
 
 class QualityInfo(_Frozen):
@@ -129,6 +169,14 @@ class LabelGrade(_Frozen):
     reason: Optional[str] = None
     quality_declared: bool
     notes: list[str]
+    index_ci95: Optional[tuple[float, float]] = Field(
+        default=None, description="Measured: 95 % interval of the index (energy interval / reference energy).")
+    boundary_uncertain: Optional[bool] = Field(
+        default=None, description="Measured: the index interval spans a class boundary; null for estimates.")
+    classes_in_interval: Optional[list[ClassLetter]] = Field(
+        default=None, description="Measured: the classes the index interval reaches.")
+    boundary_rule: Optional[str] = Field(
+        default=None, description="Measured: which class the rule set's stability section prints, and why.")
 
 
 class RulesInfo(_Frozen):
@@ -156,6 +204,118 @@ class ToolInfo(_Frozen):
     python_version: str
 
 
+class TensorClassInfo(_Frozen):
+    """Candidate tensors of one class (frozen, fine-tuned or new) against the declared base."""
+
+    tensors: int
+    parameters: int = Field(description="Elements of these tensors.")
+    share: float = Field(description="Of the candidate's stored parameters (0..1).")
+    layers: list[str] = Field(description="Nodes consuming these tensors (node name, or op#index), graph order.")
+
+
+class ChangedTensorInfo(_Frozen):
+    name: str = Field(description="The tensor's value name in the candidate.")
+    status: Literal["fine-tuned", "new"]
+    shape: list[int]
+    parameters: int
+    relative_change: Optional[float] = Field(
+        default=None, description="||w - w_base||_2 / ||w_base||_2 (fine-tuned float tensors; null otherwise).")
+    base_name: Optional[str] = Field(default=None, description="The base tensor it was paired with.")
+    matched_by: Optional[Literal["name", "content", "structure"]] = None
+    replaces: Optional[str] = Field(default=None, description="Base tensor of the same name but another shape.")
+    layers: list[str]
+
+
+class BaseMatchInfo(_Frozen):
+    """The declared base (assess --base) and how the candidate's stored tensors relate to it."""
+
+    file_name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    parameters: int = Field(description="Elements of every tensor the base stores.")
+    frozen: TensorClassInfo = Field(description="Bit-identical to a base tensor.")
+    fine_tuned: TensorClassInfo = Field(description="Same role and shape as a base tensor, changed values.")
+    new: TensorClassInfo = Field(description="No base tensor of the same role and shape.")
+    matched_by_name: int
+    matched_by_content: int
+    matched_by_structure: int
+    removed_tensors: int = Field(description="Base tensors without a counterpart in the candidate.")
+    removed_parameters: int
+    changed_tensors: list[ChangedTensorInfo]
+
+
+class StructuralMatchInfo(_Frozen):
+    """The closest catalogue architecture by layer types and weight shapes: not proof of reuse."""
+
+    model_id: Optional[str] = Field(description="Catalogue model id of the closest family; null if none compared.")
+    name: Optional[str]
+    coverage: float = Field(description="Share of the candidate's weight-layer parameters in matching layers (0..1).")
+    reference_coverage: float = Field(description="Share of the family's weight-layer parameters matched (0..1).")
+    matched_layers: int
+    candidate_layers: int
+    reference_layers: int
+    differing_layers: list[str] = Field(description="Candidate weight layers without a counterpart (node names).")
+    recognised: bool = Field(description="coverage >= the rule set's training.min_structural_coverage.")
+    statement: str
+
+
+class TrainingScenarioInfo(_Frozen):
+    id: Literal["scratch", "recycling", "transfer-learning"]
+    epochs: int
+    passes_per_sample: float = Field(description="Forward-pass equivalents per training sample over all epochs.")
+    energy_wh: float
+    co2_g: Optional[float]
+    cost_eur: Optional[float]
+    saving_wh: Optional[float] = Field(description="Against training from scratch; null for scratch itself.")
+    saving_co2_g: Optional[float]
+    saving_eur: Optional[float]
+    saving_share: Optional[float] = Field(description="saving / scratch energy (0..1).")
+
+
+class TrainingEnergyInfo(_Frozen):
+    """Estimated training energy (eeki_label.recycle; rule set section ``training``)."""
+
+    basis: Literal["declared-base", "structural-match"]
+    method: Literal["estimated"] = "estimated"
+    device_class: str
+    train_samples: int
+    fine_tune_epochs: int
+    scratch_epochs: int
+    scratch_epochs_source: str
+    features_cached: bool
+    forward_energy_per_sample_j: float
+    macs_trained: int = Field(description="Forward MACs of nodes that consume fine-tuned or new tensors.")
+    macs_frozen_backprop: int = Field(description="Forward MACs of frozen nodes downstream of trained ones.")
+    macs_frozen_forward: int = Field(description="Forward MACs of frozen nodes upstream of every trained node.")
+    transfer_multiplier: float = Field(description="Forward-pass equivalents per sample and epoch, transfer learning.")
+    grid_g_per_kwh: Optional[float]
+    grid_source: Optional[str]
+    price_eur_per_kwh: Optional[float]
+    price_source: Optional[str]
+    formula: str
+    scenarios: list[TrainingScenarioInfo]
+
+
+class UpdateInfo(_Frozen):
+    """The update to ship when the base is already on the device (only the changed tensors)."""
+
+    changed_tensors: int
+    changed_parameters: int
+    raw_bytes: int = Field(description="Fine-tuned and new tensors at their stored sizes.")
+    codec: Literal["nnc", "raw"]
+    coded_bytes: Optional[int] = Field(description="NNC delta container bytes; null when not coded.")
+    full_model_weight_bytes: int
+    note: Optional[str] = None
+
+
+class RecyclingInfo(_Frozen):
+    basis: Literal["declared-base", "structural-match"]
+    base: Optional[BaseMatchInfo]
+    structure: Optional[StructuralMatchInfo]
+    training: Optional[TrainingEnergyInfo]
+    update: Optional[UpdateInfo]
+    notes: list[str]
+
+
 class Label(_Frozen):
     """One label: one model on one device class. Complete on its own."""
 
@@ -167,11 +327,16 @@ class Label(_Frozen):
     task: TaskInfo
     reference: ReferenceInfo
     runtime: Optional[RuntimeInfo]
+    recycling: Optional["RecyclingInfo"] = Field(
+        default=None, description="Reuse of a pretrained base and the training energy it avoids (BRIEF section 4).")
     rules: RulesInfo
     catalogue: CatalogueInfo
     device_data: DeviceDataInfo
     tool: ToolInfo
     issued_at: str = Field(description="UTC time of issue, ISO 8601.")
+    issuer: Optional[str] = Field(default=None, description="Who issued the label (assess --issuer); null: not stated.")
+    signature: Optional["Signature"] = Field(
+        default=None, description="Ed25519 signature of this document (docs/signing.md); null when unsigned.")
 
 
 class LabelSet(_Frozen):
@@ -179,6 +344,26 @@ class LabelSet(_Frozen):
 
     schema_version: str = SCHEMA_VERSION
     labels: list[Label]
+    signature: Optional["Signature"] = Field(
+        default=None, description="Ed25519 signature of the whole set (docs/signing.md); null when unsigned.")
+
+
+class Signature(_Frozen):
+    """A detached-style signature stored in the document it signs (``docs/signing.md``).
+
+    ``value`` signs the canonical serialisation of the document without its top-level ``signature``
+    member: RFC 8785 JSON Canonicalization Scheme (sorted keys, no whitespace, UTF-8)."""
+
+    algorithm: Literal["ed25519"]
+    canonicalization: Literal["jcs-rfc8785-without-signature"] = "jcs-rfc8785-without-signature"
+    public_key: str = Field(description="The raw 32-byte Ed25519 public key, base64 (RFC 4648, padded).")
+    key_fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256 of the raw public key.")
+    value: str = Field(description="The 64-byte Ed25519 signature, base64.")
+
+
+InferenceEnergy.model_rebuild()
+Label.model_rebuild()
+LabelSet.model_rebuild()
 
 
 def dump_json(doc: BaseModel) -> str:

@@ -8,6 +8,7 @@ No printing, no files: the CLI renders and writes.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +20,8 @@ from eeki_label import __version__
 from eeki_label.catalogue import Catalogue, WorkProfile, load_catalogue
 from eeki_label.energy.devices import DeviceClass, DeviceRegistry, load_devices
 from eeki_label.energy.estimate import EnergyFigure, estimate_inference
+from eeki_label.energy.host import HOST_CLASS_ID, HostOptions, host_labels
+from eeki_label.energy.host import prepare as prepare_host
 from eeki_label.model_io import LoadedModel, LoadLimits, load_model
 from eeki_label.models import (
     CatalogueInfo, DeviceClassInfo, DeviceDataInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
@@ -28,6 +31,7 @@ from eeki_label.profile.runtime import DEFAULT_RUNS, RuntimeProfile, probe_shape
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, static_profile
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
+from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,6 +52,14 @@ class AssessOptions:
     runtime_time_limit_s: float | None = 600.0
     issued_at: str | None = None
     """Fixed issue time (ISO 8601) for reproducible documents; default: now (UTC)."""
+    issuer: str | None = None
+    """Who issues the label (recorded as ``issuer``); None: not stated."""
+    base: "str | os.PathLike[str] | None" = None
+    """Declared pretrained base model (``--base``): loaded with the same checks and limits as the model."""
+    recycling: RecyclingOptions = RecyclingOptions()
+    """Training assumptions for the recycling section (None fields: the rule set's defaults)."""
+    host: "HostOptions | None" = None
+    """Options of the ``host`` device class (this machine, measured; energy/host.py); None: defaults."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +86,26 @@ def assess(path, options: AssessOptions = AssessOptions(), progress: Progress | 
     ctx = load_context(options.rules_version, options.catalogue_version)
     task_id = options.task or ctx.rules.default_task
     ctx.catalogue.task(task_id)  # unknown task: fail before the expensive stages
-    classes = ctx.devices.select(options.device_classes or ctx.rules.default_device_classes)
+    requested = options.device_classes or (
+        (HOST_CLASS_ID,) if options.host and options.host.measurements else ctx.rules.default_device_classes)
+    others = tuple(c for c in requested if c != HOST_CLASS_ID)
+    classes = ctx.devices.select(others) if others else ()
+    # host: check the meter (or read the record) before the expensive stages
+    host_plan = prepare_host(options.host or HostOptions()) if HOST_CLASS_ID in requested else None
+    if options.recycling.training_device_class:
+        ctx.devices.get(options.recycling.training_device_class)  # unknown class: fail early
 
     step("load", 0, 1)
     loaded = load_model(path, options.limits)
+    base = load_base(options.base, options.limits) if options.base is not None else None
     shapes = resolve_input_shapes(loaded.proto, options.input_shapes)
     step("static profile", 0, 1)
     static = static_profile(loaded, shapes, probe=partial(probe_shapes, loaded, shapes))
+    step("recycling", 0, 1)
+    recycling = recycling_info(assess_recycling(
+        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices, options.recycling,
+        probe=partial(probe_shapes, loaded, shapes), activation_peak_elements=static.activation_peak_elements,
+    ), static.weight_bytes)
     runtime = None
     if options.runs > 0:
         runtime = runtime_profile(
@@ -91,9 +116,12 @@ def assess(path, options: AssessOptions = AssessOptions(), progress: Progress | 
     issued_at = options.issued_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     labels = [
         build_label(loaded, static, runtime, dc, estimate_inference(work_of(static), dc, static.activation_peak_elements),
-                    ctx, task_id, options, issued_at)
+                    ctx, task_id, options, issued_at, recycling=recycling)
         for dc in classes
     ]
+    if host_plan is not None:
+        labels += host_labels(host_plan, loaded, static, runtime, shapes, ctx, task_id, options, issued_at, step,
+                              recycling=recycling)
     return LabelSet(labels=labels)
 
 
@@ -105,7 +133,7 @@ def reference_energy(ctx: Context, dc: DeviceClass):
 
 def build_label(
     loaded: LoadedModel, static: StaticProfile, runtime: RuntimeProfile | None, dc: DeviceClass,
-    energy: EnergyFigure, ctx: Context, task_id: str, options: AssessOptions, issued_at: str,
+    energy: EnergyFigure, ctx: Context, task_id: str, options: AssessOptions, issued_at: str, recycling=None,
 ) -> Label:
     task = ctx.catalogue.task(task_id)
     refs = ctx.catalogue.for_task(task_id)
@@ -158,6 +186,8 @@ def build_label(
         device_data=DeviceDataInfo(version=ctx.devices.version, sha256=ctx.devices.sha256),
         tool=_tool_info(),
         issued_at=issued_at,
+        issuer=options.issuer,
+        recycling=recycling,
     )
 
 
@@ -171,6 +201,8 @@ def _model_info(loaded: LoadedModel, s: StaticProfile) -> ModelInfo:
         inputs=[TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype) for t in s.inputs],
         outputs=[TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype) for t in s.outputs],
         loop_bodies=s.loop_bodies, unresolved_nodes=list(s.unresolved_nodes),
+        graph_name=loaded.proto.graph.name or None,
+        doc_string=(loaded.proto.doc_string or loaded.proto.graph.doc_string or "")[:1000] or None,
     )
 
 

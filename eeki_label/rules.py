@@ -134,3 +134,46 @@ def select_reference(
     return Selection(best, len(usable),
                      f"no reference reaches the declared quality {declared_quality:g}; the best-quality one is used",
                      True)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """The class printed for a measured index with a confidence interval (rule set section ``stability``)."""
+
+    class_: str
+    boundary_uncertain: bool
+    classes_in_interval: tuple[str, ...]
+    statement: str
+
+
+def stability_tolerance(rules: RuleSet) -> float:
+    """The rule set's verification tolerance (relative); 0 for rule sets without a stability section."""
+    try:
+        return float(rules.raw.get("stability", {}).get("verification_tolerance_rel", 0.0))
+    except (TypeError, ValueError) as e:
+        raise CatalogueError(f"rule set {rules.version}: stability.verification_tolerance_rel is not a number") from e
+
+
+def declare_class(index: float, ci95: tuple[float, float], thresholds: Sequence[tuple[str, float]],
+                  tolerance_rel: float) -> Declaration:
+    """Which class to print for a measured ``index`` with interval ``ci95`` (EU verification practice,
+    rules/README.md "Stability"): the class of the mean, unless the interval's upper end exceeds that
+    class's upper bound by more than ``tolerance_rel``; then the class of the upper end. A pure function."""
+    lo, hi = max(ci95[0], 0.0), max(ci95[1], 0.0)
+    c_mean, c_lo, c_hi = grade(index, thresholds), grade(lo, thresholds), grade(hi, thresholds)
+    span = CLASSES[class_rank(c_lo):class_rank(c_hi) + 1]
+    bounds = dict(thresholds)
+    upper = bounds.get(c_mean)
+    if upper is not None and hi > upper * (1.0 + tolerance_rel):
+        printed = c_hi
+        why = (f"the interval's upper end {hi:.3g} exceeds class {c_mean}'s bound {upper:g} by more than the "
+               f"{tolerance_rel:.0%} verification tolerance, so class {c_hi} is printed")
+    else:
+        printed = c_mean
+        why = (f"class {c_mean} of the mean index is printed" + (
+            f": the interval's upper end {hi:.3g} stays within class {c_mean}'s bound {upper:g} + "
+            f"{tolerance_rel:.0%}" if upper is not None and c_hi != c_mean else ""))
+    uncertain = c_lo != c_hi
+    statement = (f"index {index:.3g}, 95 % interval {lo:.3g}..{hi:.3g} spans classes {'-'.join(span)}; " if uncertain
+                 else f"index {index:.3g}, 95 % interval {lo:.3g}..{hi:.3g} within class {c_mean}; ") + why
+    return Declaration(printed, uncertain, tuple(span), statement)

@@ -16,7 +16,9 @@ SCHEMA_ID_BASE = "https://eeki-label.invalid/schemas/"
 
 def schemas() -> dict[str, str]:
     out = {}
-    for name, model in (("label", Label), ("labelset", LabelSet)):
+    from eeki_label.energy.record import MeasurementRecord
+
+    for name, model in (("label", Label), ("labelset", LabelSet), ("measurement", MeasurementRecord)):
         schema = model.model_json_schema(by_alias=True, mode="serialization")
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
                   "$id": f"{SCHEMA_ID_BASE}{name}.schema.json", **schema}

@@ -34,6 +34,26 @@ def j_to_mj(energy_j: float) -> float:
     return energy_j * 1e3
 
 
+def uj_to_j(energy_uj: float) -> float:
+    """Microjoules (RAPL ``energy_uj`` counters) to joules."""
+    return energy_uj * 1e-6
+
+
+def mj_to_j(energy_mj: float) -> float:
+    """Millijoules (NVML total-energy counter) to joules."""
+    return energy_mj * 1e-3
+
+
+def mw_to_w(power_mw: float) -> float:
+    """Milliwatts (NVML power usage) to watts."""
+    return power_mw * 1e-3
+
+
+def ns_to_s(time_ns: float) -> float:
+    """Nanoseconds (line-protocol timestamps) to seconds."""
+    return time_ns * 1e-9
+
+
 def mbit_s_to_bit_s(rate_mbit_s: float) -> float:
     return rate_mbit_s * 1e6
 

@@ -6,7 +6,8 @@
 DIR holds the ONNX exports named in scripts/catalogue_source.json (``onnx_file``), made with
 scripts/export_torchvision.py in a throwaway venv (torch is not a dependency of eeki-label).
 The source file carries what a person curates (ids, tasks, published quality with its source);
-this script adds what the profiler measures (parameters, MACs, activation elements) and writes
+this script adds what the profiler measures (parameters, MACs, activation elements) and the
+weight-layer structure signature (eeki_label.recycle.structure_signature), and writes
 reference_models/catalogue-<version>.json. With ``--check`` it only compares and exits non-zero
 when a figure would change. It also prints measured vs published MACs (the 3 % check).
 """
@@ -22,6 +23,7 @@ from eeki_label import __version__
 from eeki_label.model_io import load_model
 from eeki_label.profile.shapes import resolve_input_shapes
 from eeki_label.profile.static import static_profile
+from eeki_label.recycle import structure_signature
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,14 @@ def profile_entry(path: Path, shape: list[int]) -> dict:
     }
 
 
+def structure_entry(path: Path) -> dict:
+    """The weight-layer signature recycle.py compares candidates with (no-base structural match)."""
+    layers = structure_signature(load_model(path).proto)
+    return {"layers": [layer.token for layer in layers],
+            "weight_parameters": sum(layer.parameters for layer in layers),
+            "method": "eeki_label.recycle.structure_signature: Conv/ConvTranspose/Gemm/MatMul/RNN weight shapes, graph order"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exports", type=Path, required=True)
@@ -58,6 +68,7 @@ def main() -> int:
         entry = dict(m)
         prof = profile_entry(args.exports / m["onnx_file"], m["input_shape"])
         entry["profile"] = prof
+        entry["structure"] = structure_entry(args.exports / m["onnx_file"])
         pub = m.get("published", {}).get("macs")
         if pub:
             dev = prof["macs"] / pub - 1
