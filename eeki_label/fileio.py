@@ -30,3 +30,78 @@ def write_atomic(path: "str | os.PathLike[str]", data: "bytes | str") -> Path:
             pass
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     return path
+
+
+def _default_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 less the umask (mkstemp's files are 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+class AtomicBatch:
+    """Several output files, all or none: each is written to a temporary file in its destination
+    folder; only when every one is complete are they renamed into place. A failure while writing
+    removes the temporary files, so nothing is left behind (renames within a folder do not fail in
+    practice once the data is written).
+
+    ``with AtomicBatch() as batch: batch.add(path, data); batch.add_stream(path, writer)``: the
+    files appear when the block ends without an exception."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[str, Path, "int | None"]] = []
+
+    def __enter__(self) -> "AtomicBatch":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def add(self, path: "str | os.PathLike[str]", data: "bytes | str", mode: "int | None" = None) -> None:
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        self.add_stream(path, lambda f: f.write(payload), mode)
+
+    def add_stream(self, path: "str | os.PathLike[str]", writer, mode: "int | None" = None) -> None:
+        """``writer(binary_file)`` writes the content; its EekiError or OSError aborts the batch."""
+        path = Path(path)
+        folder = path.parent if str(path.parent) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        self._staged.append((tmp, path, mode))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                writer(f)
+            os.chmod(tmp, mode if mode is not None else _default_mode())
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> list[Path]:
+        done = []
+        try:
+            for tmp, path, _ in self._staged:
+                os.replace(tmp, path)
+                done.append(path)
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        self._staged = []
+        return done
+
+    def abort(self) -> None:
+        for tmp, _, _ in self._staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self._staged = []

@@ -1,0 +1,279 @@
+"""What the PDF and HTML renderers share: number formats, label ids, the QR payload, and tolerant
+readers of the optional ``transfer`` / ``recycling`` sections (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Iterable
+
+from eeki_label.units import j_to_mj, j_to_wh, mb
+
+CLASSES = ("A", "B", "C", "D", "E", "F", "G")
+#: sRGB approximations of the EU energy label's class colours (Reg. (EU) 2017/1369 delegated acts:
+#: A dark green ... G red; CMYK 100/0/100/0, 70/0/100/0, 30/0/100/0, 0/0/100/0, 0/30/100/0,
+#: 0/70/100/0, 0/100/100/0).
+CLASS_COLOURS = {
+    "A": "#00a651", "B": "#50b848", "C": "#bed630", "D": "#fff200", "E": "#fdb913", "F": "#f37021", "G": "#ed1c24",
+}
+QR_PREFIX = "EEKI1"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def labels_of(doc) -> list:
+    """The labels of a document: a ``LabelSet``'s labels, or ``[label]``."""
+    return list(doc.labels) if hasattr(doc, "labels") else [doc]
+
+
+def one_line(text: Any, limit: int | None = None) -> str:
+    """Untrusted text on one line: control characters become spaces; optionally shortened with ``…``."""
+    s = _CONTROL.sub(" ", "" if text is None else str(text)).strip()
+    if limit is not None and len(s) > limit:
+        s = s[: max(0, limit - 1)] + "…"
+    return s
+
+
+def sig(x: "float | None", digits: int = 4) -> str:
+    """A number with ``digits`` significant digits, plain decimals from 1e-4 to 1e6, else scientific."""
+    if x is None:
+        return "n/a"
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return str(x)
+    e = math.floor(math.log10(abs(x)))
+    if -4 <= e < 6:
+        decimals = max(0, digits - 1 - e)
+        return f"{x:,.{decimals}f}"
+    return f"{x:.{digits - 1}e}"
+
+
+def mj(energy_j: "float | None") -> str:
+    return "n/a" if energy_j is None else sig(j_to_mj(energy_j))
+
+
+def wh(energy_j: "float | None") -> str:
+    return "n/a" if energy_j is None else sig(j_to_wh(energy_j))
+
+
+def wh_per_1000(label) -> str:
+    e = label.inference.energy_j
+    return "n/a" if e is None else sig(j_to_wh(e * 1000))
+
+
+def label_document(doc) -> dict:
+    """The parsed JSON of a label or set, as written (what signatures and ids are computed on)."""
+    from eeki_label.models import dump_json
+
+    return json.loads(dump_json(doc))
+
+
+def label_id_of(label) -> str:
+    from eeki_label.signing import label_id
+
+    return label_id(label_document(label))
+
+
+def signature_of(doc):
+    return getattr(doc, "signature", None)
+
+
+def qr_payload(label, signature) -> str:
+    """Compact verification payload: label id, model sha256, class, device class, rules, key.
+
+    ``EEKI1;id=<16 hex>;sha256=<model sha256>;class=<A..G or ->;dc=<device class>;rules=<id>/<version>;
+    key=<signing key sha256 hex, or unsigned>``."""
+    key = signature.key_fingerprint.split(":", 1)[1] if signature is not None else "unsigned"
+    return ";".join([
+        QR_PREFIX, f"id={label_id_of(label)}", f"sha256={label.model.sha256}", f"class={label.label.class_ or '-'}",
+        f"dc={label.device_class.id}", f"rules={label.rules.id}/{label.rules.version}", f"key={key}",
+    ])
+
+
+def model_title(label) -> str:
+    m = label.model
+    return one_line(m.file_name, 80)
+
+
+# --------------------------------------------------------------------------------------------
+# Optional sections written by other stages: read them tolerantly, render them when present.
+
+
+def section(label, name: str) -> "dict | None":
+    """The optional section ``name`` (``transfer``, ``recycling``) as plain JSON data, or None."""
+    value = getattr(label, name, None)
+    if value is None:
+        return None
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", by_alias=True)
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def flatten(data: Any, prefix: str = "", limit: int = 80) -> list[tuple[str, str]]:
+    """``[(dotted path, value text)]`` of nested data, for a generic table."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(value, path):
+        if len(rows) >= limit:
+            return
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+        else:
+            if isinstance(value, float):
+                text = sig(value)
+            elif isinstance(value, list):
+                text = ", ".join(sig(v) if isinstance(v, float) else str(v) for v in value)
+            else:
+                text = "null" if value is None else str(value)
+            rows.append((path, one_line(text, 300)))
+
+    walk(data, prefix)
+    return rows
+
+
+def _numbers(data: Any, path: str = "") -> Iterable[tuple[str, float]]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _numbers(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            name = v.get("name") or v.get("id") or v.get("scenario") if isinstance(v, dict) else None
+            yield from _numbers(v, f"{path}.{name or i}")
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        yield path.lower(), float(data)
+
+
+def _energy_j(path: str, value: float) -> "float | None":
+    """Joules for a field whose name states its unit (``_j``, ``_wh``, ``_kwh``), else None."""
+    leaf = path.rsplit(".", 1)[-1]
+    if re.search(r"(^|_)kwh($|_)", leaf):
+        return value * 3.6e6
+    if re.search(r"(^|_)wh($|_)", leaf):
+        return value * 3600.0
+    if re.search(r"(^|_)j($|_)", leaf):
+        return value
+    return None
+
+
+def transfer_headline(label) -> "dict | None":
+    """Size after NNC and the saving of one transfer, from the label's ``transfer`` section.
+
+    Returns ``{original_bytes, compressed_bytes, ratio, one_time_plain_j, one_time_nnc_j}`` (energies
+    None when the section has no one-time scenario energies), or None without a transfer section."""
+    t = section(label, "transfer")
+    if not t:
+        return None
+    original, compressed = t.get("original_bytes"), t.get("compressed_bytes")
+    out = {"original_bytes": original, "compressed_bytes": compressed,
+           "ratio": compressed / original if original and compressed is not None else None,
+           "one_time_plain_j": None, "one_time_nnc_j": None, "codec": t.get("codec"), "qp": t.get("qp")}
+    plain = nnc = None
+    for path, value in _numbers(t):
+        scenario = re.search(r"one[_-]?time|single|distribution|once", path)
+        energy = _energy_j(path, value)
+        if scenario is None or energy is None or re.search(r"sav|share|co2|eur|cost", path):
+            continue
+        tail = path[scenario.end():]  # what follows the scenario's name: variant and field
+        if re.search(r"uncompressed|plain|raw|without|original|baseline", tail):
+            plain = energy if plain is None else plain
+        elif re.search(r"nnc|compressed|with", tail):
+            nnc = energy if nnc is None else nnc
+    out["one_time_plain_j"], out["one_time_nnc_j"] = plain, nnc
+    return out
+
+
+def transfer_text(label) -> "tuple[str, str] | None":
+    """(size line, saving line) for the label page, or None without a transfer section."""
+    h = transfer_headline(label)
+    if h is None:
+        return None
+    if h["compressed_bytes"] is not None and h["original_bytes"]:
+        size = (f"{sig(mb(h['compressed_bytes']), 3)} MB after NNC "
+                f"({h['ratio'] * 100:.1f} % of {sig(mb(h['original_bytes']), 3)} MB)")
+    else:
+        size = "size after NNC: n/a"
+    if h["one_time_plain_j"] and h["one_time_nnc_j"] is not None:
+        saved = h["one_time_plain_j"] - h["one_time_nnc_j"]
+        share = abs(saved) / h["one_time_plain_j"] * 100
+        saving = (f"saves {wh(saved)} Wh per transfer (-{share:.0f} %)" if saved >= 0
+                  else f"costs {wh(-saved)} Wh more per transfer (+{share:.0f} %)")
+    else:
+        saving = "saving per transfer: see the transfer section"
+    return size, saving
+
+
+def recycling_text(label) -> "str | None":
+    """One line on the training energy that reuse saves, or None without a recycling section."""
+    r = section(label, "recycling")
+    if not r:
+        return None
+    training = r.get("training") if isinstance(r.get("training"), dict) else None
+    if training and isinstance(training.get("scenarios"), list):
+        parts = []
+        for s in training["scenarios"]:
+            if isinstance(s, dict) and s.get("saving_wh") is not None and s.get("id") != "scratch":
+                share = f" ({s['saving_share'] * 100:.0f} %)" if s.get("saving_share") is not None else ""
+                parts.append(f"{s.get('id')} saves {sig(s['saving_wh'], 3)} Wh{share}")
+        if parts:
+            basis = "potential, structural match" if r.get("basis") == "structural-match" else "declared base"
+            return "; ".join(parts) + f" of training from scratch ({basis})"
+    notes = r.get("notes")
+    if isinstance(notes, list) and notes and isinstance(notes[0], str):
+        return one_line(notes[0])
+    best = None
+    for path, value in _numbers(r):
+        leaf = path.rsplit(".", 1)[-1]
+        if re.search(r"sav", path) and _energy_j(path, value) is not None:
+            energy = _energy_j(path, value)
+            if best is None or energy > best[1]:
+                best = (leaf, energy)
+    if best is None:
+        return "recycling assessed: see the recycling section"
+    return f"training energy saved up to {wh(best[1])} Wh"
+
+
+def class_bounds(label) -> "tuple[float | None, float | None]":
+    """(lower, upper] index bounds of the label's class under its rule set (None: open)."""
+    letter = label.label.class_
+    if letter is None:
+        return None, None
+    bounds = label.label.thresholds
+    i = CLASSES.index(letter)
+    lower = bounds.get(CLASSES[i - 1]) if i > 0 else None
+    return lower, bounds.get(letter)
+
+
+def tolerance_text(label) -> str:
+    """How far the index may move before the class changes (the label's own margin)."""
+    idx = label.label.index
+    if idx is None or label.label.class_ is None:
+        return "not graded: no class margin"
+    lower, upper = class_bounds(label)
+    up = f"+{sig((upper / idx - 1) * 100, 3)} % to the next class ({upper:g})" if upper else "no worse class"
+    down = f"-{sig((1 - lower / idx) * 100, 3)} % to the better class ({lower:g})" if lower else "no better class"
+    return f"index {sig(idx, 3)} in class {label.label.class_}: {up}; {down}"
+
+
+def transfer_inputs(label) -> "dict | None":
+    """What the HTML what-if needs from the ``transfer`` section: model bytes before and after NNC and,
+    when the section states them, the encode and decode seconds of one model. None without the sizes."""
+    t = section(label, "transfer")
+    if not t or not t.get("original_bytes") or t.get("compressed_bytes") is None:
+        return None
+
+    def find(pattern: str) -> "float | None":
+        for path, value in _numbers(t):
+            if re.search(pattern, path.rsplit(".", 1)[-1]):
+                return value
+        return None
+
+    return {
+        "original_bytes": t["original_bytes"], "compressed_bytes": t["compressed_bytes"],
+        "encode_s": find(r"^encode_(s|seconds|time_s)$"), "decode_s": find(r"^decode_(s|seconds|time_s)$"),
+        "qp": t.get("qp"), "codec": t.get("codec"),
+    }

@@ -1,0 +1,634 @@
+"""The PDF certificate (reportlab): ``render_pdf(doc) -> bytes``, no I/O.
+
+Page 1 (one page per device class for a label set) is the label laid out like an EU energy label:
+the seven A..G arrows in the EU colours, the model's class marked, the model and its sha256, the
+device class, the headline figures, the transfer and recycling figures when the label has them, the
+rule set, catalogue, issue date, issuer, method, and a QR code with a compact verification payload
+(``render.common.qr_payload``). The following pages hold the full profile, method and conditions,
+the reference comparison, all device classes, tolerances and how to re-test, and the signature.
+
+Text from the model (file name, graph name, producer, doc string) is untrusted: it is escaped for
+reportlab's paragraph markup and stripped of control characters. The output is deterministic: the
+PDF's dates are the label's ``issued_at`` and its document ID is derived from the label id, so the
+same label gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+from xml.sax.saxutils import escape as _xml_escape
+
+from reportlab.graphics import renderPDF
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.pdfbase.pdfdoc import DummyDoc, PDFText
+from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.pdfgen import canvas as _canvas
+from reportlab.platypus import (
+    BaseDocTemplate, CondPageBreak, Flowable, Frame, KeepTogether, NextPageTemplate, PageBreak, PageTemplate,
+    Paragraph, Spacer, Table, TableStyle,
+)
+
+from eeki_label import __version__
+from eeki_label.render.common import (
+    CLASS_COLOURS, CLASSES, flatten, label_document, label_id_of, labels_of, mj, one_line, qr_payload,
+    recycling_text, section, sig, signature_of, tolerance_text, transfer_text, wh_per_1000,
+)
+
+PAGE_W, PAGE_H = A4
+MARGIN = 34
+INK = colors.HexColor("#1a1a1a")
+MUTED = colors.HexColor("#5a5a5a")
+BAND = colors.HexColor("#17324d")
+RULE = colors.HexColor("#c8c8c8")
+PANEL = colors.HexColor("#f3f5f7")
+
+
+def esc(text) -> str:
+    """Untrusted text for reportlab paragraph markup: one line, ``& < >`` escaped, WinAnsi only."""
+    return _xml_escape(_latin(one_line(text)))
+
+
+def _latin(text: str) -> str:
+    """The standard PDF fonts encode WinAnsi: replace what they cannot draw with '?'."""
+    return text.encode("cp1252", "replace").decode("cp1252")
+
+
+def _wrap(text: str, font: str, size: float, width: float) -> list[str]:
+    """``text`` broken into lines of at most ``width`` points at spaces (a long word is shortened)."""
+    lines: list[str] = []
+    for word in _latin(one_line(text)).split(" "):
+        if lines and stringWidth(lines[-1] + " " + word, font, size) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(_fit(word, font, size, width))
+    return lines or [""]
+
+
+def _fit(text: str, font: str, size: float, width: float) -> str:
+    """``text`` shortened with an ellipsis to fit ``width`` points."""
+    text = _latin(one_line(text))
+    if stringWidth(text, font, size) <= width:
+        return text
+    while text and stringWidth(text + "…", font, size) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# Determinism: dates from the label, document ID from the label id
+
+
+class _FixedTime:
+    """Stands in for reportlab's TimeStamp: the label's issue time, in UTC."""
+
+    def __init__(self, issued_at: str) -> None:
+        try:
+            t = _dt.datetime.fromisoformat(issued_at.replace("Z", "+00:00"))
+        except ValueError:
+            t = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.timezone.utc)
+        t = t.astimezone(_dt.timezone.utc)
+        self.t = t.timestamp()
+        self.lt = t.timetuple()
+        self.YMDhms = tuple(self.lt)[:6]
+        self.dhh = self.dmm = 0
+        self.tzname = "UTC"
+
+
+def _canvas_maker(issued_at: str, document_id: bytes):
+    class _Canvas(_canvas.Canvas):
+        def __init__(self, *args, **kwargs):
+            kwargs["invariant"] = 1
+            super().__init__(*args, **kwargs)
+            doc = self._doc
+            doc._timeStamp = _FixedTime(issued_at)
+            ident = PDFText(document_id, enc="raw").format(DummyDoc())
+            doc._ID = b"\n[" + ident + ident + b"]\n% eeki-label certificate\n"
+
+    return _Canvas
+
+
+# --------------------------------------------------------------------------------------------
+# Page 1: the label
+
+
+class LabelPage(Flowable):
+    """The EU-style label of one device class, drawn on a whole page."""
+
+    def __init__(self, label, signature, position: tuple[int, int]) -> None:
+        super().__init__()
+        self.lab = label
+        self.signature = signature
+        self.position = position
+
+    def wrap(self, avail_w, avail_h):
+        return avail_w, avail_h
+
+    def draw(self):
+        c = self.canv
+        lab = self.lab
+        c.saveState()
+        top = PAGE_H - MARGIN
+        left, right = MARGIN, PAGE_W - MARGIN
+        width = right - left
+
+        # Header band
+        c.setFillColor(BAND)
+        c.rect(left, top - 58, width, 58, stroke=0, fill=1)
+        c.setFillColor(colors.white)
+        c.setFont("Helvetica-Bold", 20)
+        c.drawString(left + 14, top - 29, "ENERGY LABEL FOR AI MODELS")
+        c.setFont("Helvetica", 8)
+        c.drawString(left + 14, top - 45, "Energy per inference against the most efficient catalogued model of the "
+                                          "same task (EEKI concept). Laid out like the EU label; not an EU label.")
+        c.setFont("Helvetica-Bold", 9)
+        n, total = self.position
+        if total > 1:
+            c.drawRightString(right - 12, top - 27, f"device class {n} of {total}")
+
+        # Identity
+        y = top - 80
+        self._caption(c, left, y, "MODEL")
+        c.setFillColor(INK)
+        c.setFont("Helvetica-Bold", 15)
+        c.drawString(left + 78, y - 2, _fit(lab.model.file_name, "Helvetica-Bold", 15, width - 78))
+        y -= 15
+        details = [f"{lab.model.parameters:,} parameters, {sig(lab.model.macs / 1e6, 4)} M MAC per inference"]
+        if lab.model.producer:
+            details.append(f"producer {one_line(lab.model.producer)}")
+        if lab.model.graph_name:
+            details.append(f"graph {one_line(lab.model.graph_name)}")
+        c.setFont("Helvetica", 8.5)
+        c.setFillColor(MUTED)
+        c.drawString(left + 78, y, _fit("  ·  ".join(details), "Helvetica", 8.5, width - 78))
+        y -= 18
+        self._caption(c, left, y, "SHA-256")
+        c.setFillColor(INK)
+        c.setFont("Courier", 8.6)
+        c.drawString(left + 78, y, lab.model.sha256)
+        y -= 20
+        self._caption(c, left, y, "DEVICE CLASS")
+        c.setFillColor(INK)
+        c.setFont("Helvetica-Bold", 11)
+        dc_name = _fit(lab.device_class.name, "Helvetica-Bold", 11, width - 78)
+        c.drawString(left + 78, y - 1, dc_name)
+        y -= 13
+        c.setFont("Helvetica", 8)
+        c.setFillColor(MUTED)
+        c.drawString(left + 78, y, _fit(f"{lab.device_class.id}  ·  {lab.device_class.reference_system}  ·  "
+                                        f"{lab.device_class.batch_mode}, {lab.device_class.precision}",
+                                        "Helvetica", 8, width - 78))
+        y -= 12
+        c.setStrokeColor(RULE)
+        c.setLineWidth(0.8)
+        c.line(left, y, right, y)
+
+        # Scale
+        scale_top = y - 26
+        self._scale(c, left + 6, scale_top)
+
+        # Headline figures
+        y = scale_top - 7 * 42 - 16
+        self._figures(c, left, y, width)
+
+        # Transfer and recycling
+        y -= 96
+        half = (width - 10) / 2
+        transfer = transfer_text(lab)
+        self._panel(c, left, y, half, "TRANSFER (NNC, ISO/IEC 15938-17)",
+                    list(transfer) if transfer else ["not assessed for this label"])
+        recycling = recycling_text(lab)
+        self._panel(c, left + half + 10, y, half, "RECYCLING / TRANSFER LEARNING",
+                    [recycling] if recycling else ["not assessed for this label"])
+
+        # Footer: provenance and QR
+        y -= 74
+        self._footer(c, left, y, width)
+        c.restoreState()
+
+    @staticmethod
+    def _caption(c, x, y, text):
+        c.setFillColor(MUTED)
+        c.setFont("Helvetica-Bold", 7.5)
+        c.drawString(x, y, text)
+
+    def _scale(self, c, x0, top):
+        lab = self.lab
+        row_h, gap = 36, 6
+        c.setFillColor(MUTED)
+        c.setFont("Helvetica", 7.5)
+        c.drawString(x0, top + 6, "index = energy per inference / energy of the reference on this device class")
+        thresholds = lab.label.thresholds
+        for i, letter in enumerate(CLASSES):
+            y = top - (i + 1) * (row_h + gap) + gap
+            w = 156 + i * 27
+            self._arrow(c, x0, y, w, row_h, colors.HexColor(CLASS_COLOURS[letter]))
+            c.saveState()
+            text = c.beginText()
+            text.setTextOrigin(x0 + w - row_h / 2 - 24, y + 9)
+            text.setFont("Helvetica-Bold", 26)
+            text.setTextRenderMode(2)
+            c.setFillColor(colors.white)
+            c.setStrokeColor(colors.black)
+            c.setLineWidth(0.7)
+            text.textOut(letter)
+            c.drawText(text)
+            c.restoreState()
+            bound = thresholds.get(letter)
+            prev = thresholds.get(CLASSES[i - 1]) if i else None
+            caption = (f"index up to {bound:g}" if bound is not None and prev is None
+                       else f"{prev:g} to {bound:g}" if bound is not None else f"above {prev:g}")
+            c.setFillColor(colors.white if letter in "ABFG" else INK)
+            c.setFont("Helvetica-Bold", 8)
+            c.drawString(x0 + 8, y + row_h / 2 - 3, caption)
+        # Marker
+        mark_x = x0 + 156 + 6 * 27 + 22
+        mark_w = PAGE_W - MARGIN - mark_x
+        letter = lab.label.class_
+        if letter is not None:
+            i = CLASSES.index(letter)
+            y = top - (i + 1) * (row_h + gap) + gap - 6
+            self._marker(c, mark_x, y, mark_w, row_h + 12, colors.black)
+            c.setFillColor(colors.white)
+            c.setFont("Helvetica-Bold", 36)
+            c.drawRightString(mark_x + mark_w - 12, y + 11, letter)
+            c.setFont("Helvetica-Bold", 7.5)
+            c.drawString(mark_x + 26, y + 28, "CLASS")
+            c.setFont("Helvetica", 8.5)
+            c.drawString(mark_x + 26, y + 14, f"index {sig(lab.label.index, 3)}")
+        else:
+            y = top - 4 * (row_h + gap) + gap - 6
+            self._marker(c, mark_x, y, mark_w, row_h + 12, colors.HexColor("#7a7a7a"))
+            c.setFillColor(colors.white)
+            c.setFont("Helvetica-Bold", 20)
+            c.drawRightString(mark_x + mark_w - 12, y + 16, "n/a")
+            c.setFont("Helvetica-Bold", 7.5)
+            c.drawString(mark_x + 26, y + 28, "NOT GRADED")
+            c.setFillColor(INK)
+            c.setFont("Helvetica", 7.5)
+            reason = _fit(lab.label.reason or "not gradable", "Helvetica", 7.5, mark_w)
+            c.drawString(mark_x, y - 12, reason)
+
+    @staticmethod
+    def _arrow(c, x, y, w, h, fill):
+        p = c.beginPath()
+        p.moveTo(x, y)
+        p.lineTo(x + w - h / 2, y)
+        p.lineTo(x + w, y + h / 2)
+        p.lineTo(x + w - h / 2, y + h)
+        p.lineTo(x, y + h)
+        p.close()
+        c.setFillColor(fill)
+        c.drawPath(p, stroke=0, fill=1)
+
+    @staticmethod
+    def _marker(c, x, y, w, h, fill):
+        p = c.beginPath()
+        p.moveTo(x + h / 2, y)
+        p.lineTo(x + w, y)
+        p.lineTo(x + w, y + h)
+        p.lineTo(x + h / 2, y + h)
+        p.lineTo(x, y + h / 2)
+        p.close()
+        c.setFillColor(fill)
+        c.drawPath(p, stroke=0, fill=1)
+
+    def _figures(self, c, left, y, width):
+        lab = self.lab
+        half = (width - 10) / 2
+        for k, (value, unit, caption) in enumerate([
+            (mj(lab.inference.energy_j), "mJ", "energy per inference"),
+            (wh_per_1000(lab), "Wh", "energy per 1,000 inferences"),
+        ]):
+            x = left + k * (half + 10)
+            c.setFillColor(PANEL)
+            c.setStrokeColor(RULE)
+            c.roundRect(x, y - 58, half, 58, 6, stroke=1, fill=1)
+            c.setFillColor(INK)
+            c.setFont("Helvetica-Bold", 24)
+            c.drawString(x + 12, y - 30, value)
+            c.setFont("Helvetica-Bold", 12)
+            c.drawString(x + 16 + stringWidth(value, "Helvetica-Bold", 24), y - 30, unit)
+            c.setFont("Helvetica", 8.5)
+            c.setFillColor(MUTED)
+            c.drawString(x + 12, y - 47, caption)
+        method = lab.inference.method.upper()
+        c.setFont("Helvetica-Bold", 8)
+        badge_w = stringWidth(method, "Helvetica-Bold", 8) + 14
+        c.setFillColor(BAND if lab.inference.method == "measured" else colors.HexColor("#8a5a00"))
+        c.roundRect(left + width - badge_w, y - 80, badge_w, 14, 3, stroke=0, fill=1)
+        c.setFillColor(colors.white)
+        c.drawCentredString(left + width - badge_w / 2, y - 76, method)
+        ref = lab.reference
+        ref_text = (f"Reference: {ref.name} ({ref.model_id}), {mj(ref.energy_j)} mJ per inference"
+                    if ref.model_id else f"Reference: none ({ref.selection})")
+        c.setFillColor(INK)
+        c.setFont("Helvetica", 8.5)
+        c.drawString(left, y - 76, _fit(ref_text, "Helvetica", 8.5, width - badge_w - 10))
+
+    @staticmethod
+    def _panel(c, x, y, w, title, lines):
+        c.setFillColor(PANEL)
+        c.setStrokeColor(RULE)
+        c.roundRect(x, y - 58, w, 58, 5, stroke=1, fill=1)
+        c.setFillColor(MUTED)
+        c.setFont("Helvetica-Bold", 7.5)
+        c.drawString(x + 10, y - 13, title)
+        c.setFillColor(INK)
+        c.setFont("Helvetica", 8.5)
+        wrapped = [part for line in lines for part in _wrap(line, "Helvetica", 8.5, w - 20)]
+        if len(wrapped) > 3:
+            wrapped = wrapped[:2] + [_fit(" ".join(wrapped[2:]), "Helvetica", 8.5, w - 20)]
+        for i, line in enumerate(wrapped):
+            c.drawString(x + 10, y - 27 - i * 11, line)
+
+    def _footer(self, c, left, y, width):
+        lab = self.lab
+        qr_size = 124
+        sigtext = (f"Ed25519, key {self.signature.key_fingerprint[:23]}…" if self.signature is not None
+                   else "UNSIGNED (assess --sign-key KEY)")
+        rows = [
+            ("Rules", f"{lab.rules.id} {lab.rules.version}"),
+            ("Catalogue", f"{lab.catalogue.id} {lab.catalogue.version}"),
+            ("Device data", f"{lab.device_data.version}"),
+            ("Issued", lab.issued_at),
+            ("Issuer", lab.issuer or "not stated (self-assessment)"),
+            ("Figures", f"{lab.inference.method} ({lab.inference.estimator})"),
+            ("Label id", label_id_of(lab)),
+            ("Signature", sigtext),
+            ("Tool", f"eeki-label {lab.tool.version}"),
+        ]
+        text_w = width - qr_size - 16
+        yy = y - 10
+        for key, value in rows:
+            c.setFillColor(MUTED)
+            c.setFont("Helvetica-Bold", 7.5)
+            c.drawString(left, yy, key.upper())
+            c.setFillColor(INK)
+            c.setFont("Helvetica", 8.5)
+            c.drawString(left + 70, yy, _fit(value, "Helvetica", 8.5, text_w - 70))
+            yy -= 12.2
+        c.setFont("Helvetica", 7)
+        c.setFillColor(MUTED)
+        c.drawString(left, yy - 4, _fit(f"Verify: eeki-label verify label.json --model {lab.model.file_name} "
+                                        "--public-key ISSUER.pub", "Helvetica", 7, text_w))
+        # QR code
+        widget = QrCodeWidget(qr_payload(lab, self.signature), barLevel="M")
+        x0, y0, x1, y1 = widget.getBounds()
+        drawing = Drawing(qr_size, qr_size, transform=[qr_size / (x1 - x0), 0, 0, qr_size / (y1 - y0), 0, 0])
+        drawing.add(widget)
+        renderPDF.draw(drawing, c, left + width - qr_size, y - qr_size + 6)
+        c.setFont("Helvetica", 6.5)
+        c.setFillColor(MUTED)
+        c.drawCentredString(left + width - qr_size / 2, y - qr_size - 2, "verification payload (EEKI1)")
+
+
+# --------------------------------------------------------------------------------------------
+# Pages 2+: details
+
+
+def _styles():
+    base = getSampleStyleSheet()
+    return {
+        "h1": ParagraphStyle("h1", parent=base["Heading1"], fontSize=15, leading=18, spaceAfter=6, textColor=BAND),
+        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontSize=11.5, leading=14, spaceBefore=10, spaceAfter=4,
+                             textColor=BAND, keepWithNext=1),
+        "body": ParagraphStyle("body", parent=base["BodyText"], fontSize=8.5, leading=11),
+        "cell": ParagraphStyle("cell", parent=base["BodyText"], fontSize=7.5, leading=9.2),
+        "key": ParagraphStyle("key", parent=base["BodyText"], fontSize=7.5, leading=9.2, textColor=MUTED,
+                              fontName="Helvetica-Bold"),
+        "mono": ParagraphStyle("mono", parent=base["BodyText"], fontSize=7, leading=8.6, fontName="Courier"),
+    }
+
+
+def _grid(rows, widths, st, header: bool = False):
+    table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
+    style = [
+        ("GRID", (0, 0), (-1, -1), 0.4, RULE),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("TOPPADDING", (0, 0), (-1, -1), 2),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+    ]
+    if header:
+        style.append(("BACKGROUND", (0, 0), (-1, 0), PANEL))
+    table.setStyle(TableStyle(style))
+    return table
+
+
+def _kv(pairs, st, width, key_w=150):
+    rows = [[Paragraph(esc(k), st["key"]), v if isinstance(v, Flowable) else Paragraph(esc(v), st["cell"])]
+            for k, v in pairs]
+    return _grid(rows, [key_w, width - key_w], st)
+
+
+def _details(doc, labels, signature, width) -> list:
+    st = _styles()
+    first = labels[0]
+    m = first.model
+    out: list = [Paragraph("Certificate details", st["h1"]),
+                 Paragraph(esc(f"{m.file_name} · sha256 {m.sha256} · {len(labels)} device class(es) · issued "
+                               f"{first.issued_at}"), st["body"])]
+
+    out += [Paragraph("1. Model profile", st["h2"]), _kv([
+        ("file name", m.file_name), ("graph name", m.graph_name or "(none)"), ("producer", m.producer or "(none)"),
+        ("doc string", m.doc_string or "(none)"),
+        ("sha256", Paragraph(esc(m.sha256), st["mono"])),
+        ("file bytes / external data bytes", f"{m.file_bytes:,} / {m.external_data_bytes:,}"),
+        ("ONNX IR / opsets", f"{m.ir_version} / " + ", ".join(f"{k} {v}" for k, v in sorted(m.opset.items()))),
+        ("parameters (float)", f"{m.parameters:,} ({m.float_parameters:,})"),
+        ("weight bytes", f"{m.weight_bytes:,}"),
+        ("MACs per inference (depthwise)", f"{m.macs:,} ({m.macs_depthwise:,})"),
+        ("MACs by operator", ", ".join(f"{k} {v:,}" for k, v in sorted(m.macs_by_op.items()))),
+        ("activation bytes (peak)", f"{m.activation_bytes:,} ({m.activation_peak_bytes:,})"),
+        ("nodes", f"{m.node_count:,}"),
+        ("operators", ", ".join(f"{k} {v}" for k, v in sorted(m.op_histogram.items(), key=lambda kv: -kv[1]))),
+        ("inputs", "; ".join(f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.inputs)),
+        ("outputs", "; ".join(f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.outputs)),
+        ("loop bodies / unresolved nodes", f"{m.loop_bodies} / {len(m.unresolved_nodes)}"),
+    ], st, width)]
+
+    out += [Paragraph("2. All device classes assessed", st["h2"])]
+    head = ["device class", "mJ / inference", "Wh / 1,000", "method", "reference", "ref. mJ", "index", "class"]
+    rows = [[Paragraph(f"<b>{esc(h)}</b>", st["cell"]) for h in head]]
+    for lab in labels:
+        g = lab.label
+        rows.append([Paragraph(esc(x), st["cell"]) for x in [
+            lab.device_class.id, mj(lab.inference.energy_j), wh_per_1000(lab), lab.inference.method,
+            lab.reference.model_id or "n/a", mj(lab.reference.energy_j), sig(g.index, 3),
+            g.class_ or f"n/a: {g.reason or ''}",
+        ]])
+    out.append(_grid(rows, [0.2 * width, 0.11 * width, 0.11 * width, 0.1 * width, 0.2 * width, 0.1 * width,
+                            0.08 * width, 0.1 * width], st, header=True))
+
+    out += [Paragraph("3. Method, conditions and reference comparison, per device class", st["h2"])]
+    for lab in labels:
+        e, r, g, dc = lab.inference, lab.reference, lab.label, lab.device_class
+        bounds = ", ".join(f"{k} <= {v:g}" if v is not None else f"{k} above" for k, v in g.thresholds.items())
+        measured = []
+        ci = getattr(e, "energy_j_ci95", None)
+        if ci:
+            measured.append(("95 % interval of the energy", f"{mj(ci[0])} - {mj(ci[1])} mJ "
+                                                             f"({getattr(e, 'interval_method', None) or 'see label'})"))
+        reps = getattr(e, "repetitions", None)
+        if reps is not None:
+            measured.append(("repetitions (baseline / idle / scenario)",
+                             f"{reps.baseline_runs} / {reps.idle_runs} / {reps.scenario_runs} runs, "
+                             f"{reps.inferences_per_run} inferences per scenario run"))
+        if getattr(e, "domains", None):
+            measured.append(("meter domains", ", ".join(e.domains)))
+        out.append(KeepTogether([Paragraph(f"<b>{esc(dc.name)}</b> ({esc(dc.id)})", st["body"]), Spacer(1, 2), _kv([
+            ("reference system", dc.reference_system),
+            ("batch mode / precision", f"{dc.batch_mode} / {dc.precision}"),
+            ("energy per inference", f"{mj(e.energy_j)} mJ ({e.method}; estimator {e.estimator})"),
+            ("fits the device", "yes" if e.fits else f"no: {e.fit_reason or ''}"),
+            ("effective MACs / bytes moved", f"{sig(e.effective_macs)} / {sig(e.bytes_moved)}"),
+            ("time estimate", f"{sig(e.time_s_estimate)} s" if e.time_s_estimate is not None else "n/a"),
+            ("calibration anchor", e.calibration_anchor),
+            ("meter", e.meter or "none (estimated)"),
+            ("task / metric / declared quality",
+             f"{lab.task.id}{'' if lab.task.declared else ' (not declared)'} / {lab.task.quality.metric} / "
+             f"{lab.task.quality.declared if lab.task.quality.declared is not None else 'not declared'}"),
+            ("reference", f"{r.name or 'none'} ({r.model_id or 'n/a'}), quality {r.quality}, {mj(r.energy_j)} mJ, "
+                          f"{r.macs or 0:,} MACs, {r.parameters or 0:,} parameters"),
+            ("reference selection", f"{r.selection} ({r.candidates_considered} candidate(s))"),
+            ("index and class", f"{sig(g.index, 4)} -> {g.class_ or 'not graded: ' + (g.reason or '')}"),
+            ("class bounds (index)", bounds),
+            ("margin", tolerance_text(lab)),
+        ] + measured, st, width), Spacer(1, 6)]))
+
+    rt = first.runtime
+    out += [Paragraph("4. Runtime measurement on the assessing host", st["h2"])]
+    if rt is None:
+        out.append(Paragraph("No runtime profile (assessed with --runs 0).", st["body"]))
+    else:
+        out.append(_kv([
+            ("runs (warm-up)", f"{rt.runs} ({rt.warmup_runs})"),
+            ("latency median / p90 / mean", f"{sig(rt.latency_ms_median)} / {sig(rt.latency_ms_p90)} / "
+                                            f"{sig(rt.latency_ms_mean)} ms"),
+            ("95 % CI of the median", f"{sig(rt.latency_ms_ci95[0])} - {sig(rt.latency_ms_ci95[1])} ms"),
+            ("onnxruntime / provider / threads", f"{rt.onnxruntime_version} / {rt.execution_provider} / "
+                                                 f"{rt.intra_op_threads}"),
+            ("host", f"{rt.host_cpu} ({rt.host_logical_cpus} logical CPUs, {rt.host_machine})"),
+            ("input seed", str(rt.input_seed)),
+        ], st, width))
+        out.append(Paragraph("Latency is recorded for reproducibility; the estimated energies do not depend on it.",
+                             st["body"]))
+
+    for name, title in (("transfer", "5. Transfer (NNC)"), ("recycling", "6. Recycling and transfer learning")):
+        data = section(first, name)
+        out += [Paragraph(title, st["h2"])]
+        if data is None:
+            out.append(Paragraph(f"Not assessed: the label has no {name} section.", st["body"]))
+        else:
+            out.append(_kv(flatten(data), st, width, key_w=200))
+
+    notes = sorted({n for lab in labels for n in lab.label.notes})
+    out += [Paragraph("7. Notes", st["h2"])]
+    out += [Paragraph("• " + esc(n), st["body"]) for n in notes] or [Paragraph("None.", st["body"])]
+
+    out += [CondPageBreak(200), Paragraph("8. Tolerances and how to re-test", st["h2"])]
+    shapes = " ".join(f"--input-shape {t.name}={'x'.join(map(str, t.shape))}" for t in m.inputs)
+    task = f" --task {first.task.id}" if first.task.declared else ""
+    acc = f" --accuracy {first.task.quality.declared:g}" if first.task.quality.declared is not None else ""
+    dcs = " ".join(f"-d {lab.device_class.id}" for lab in labels)
+    cmd = (f"eeki-label assess {m.file_name} {shapes} {dcs}{task}{acc} --rules {first.rules.version} "
+           f"--catalogue {first.catalogue.version} --json label.json")
+    for text in [
+        "Estimated figures (inference.method = estimated) are a deterministic function of the model file, the "
+        "options and the versioned data files named on the label: re-running the command below with the same "
+        "tool version reproduces every energy, index and class exactly; only the measured latencies of section 4 "
+        "differ from host to host.",
+        "Measured figures (inference.method = measured) are re-tested the way the EU energy label is verified: one "
+        "unit is measured; if it fails, three more units are measured and their mean must pass; a declared value may "
+        f"not use the tolerance. Rule set {first.rules.id} {first.rules.version} grades on the index; the margin "
+        "of each label below says how far the index may move before its class changes.",
+    ]:
+        out.append(Paragraph(esc(text), st["body"]))
+        out.append(Spacer(1, 3))
+    out += [Paragraph("• " + esc(f"{lab.device_class.id}: {tolerance_text(lab)}"), st["body"]) for lab in labels]
+    out += [Spacer(1, 4), Paragraph("<b>Re-assess</b>", st["body"]), Paragraph(esc(cmd), st["mono"]),
+            Spacer(1, 3), Paragraph("<b>Verify this certificate's label</b>", st["body"]),
+            Paragraph(esc(f"eeki-label verify label.json --model {m.file_name} --public-key ISSUER.pub"), st["mono"]),
+            Paragraph(esc("verify checks the signature, the issuer's key, the model's sha256 and that the rule set, "
+                          "catalogue and device data named are installed with the same sha256; each failure has "
+                          "its own exit code (README, Exit codes)."), st["body"])]
+
+    out += [Paragraph("9. Signature and provenance", st["h2"])]
+    pairs = [("document label id", label_id_of(doc) if doc is not first else label_id_of(first))]
+    if signature is None:
+        pairs.append(("signature", "none: this label is unsigned"))
+    else:
+        pairs += [
+            ("algorithm / canonicalisation", f"{signature.algorithm} / {signature.canonicalization}"),
+            ("key fingerprint", Paragraph(esc(signature.key_fingerprint), st["mono"])),
+            ("public key (raw, base64)", Paragraph(esc(signature.public_key), st["mono"])),
+            ("signature (base64)", Paragraph(esc(signature.value), st["mono"])),
+        ]
+    pairs += [
+        ("signed content", "the label JSON without its top-level signature member, canonicalised with RFC 8785 "
+                           "(JCS), UTF-8 (docs/signing.md)"),
+        ("rules", f"{first.rules.id} {first.rules.version}, sha256 {first.rules.sha256}"),
+        ("catalogue", f"{first.catalogue.id} {first.catalogue.version}, sha256 {first.catalogue.sha256}"),
+        ("device data", f"{first.device_data.version}, sha256 {first.device_data.sha256}"),
+        ("tool", f"{first.tool.name} {first.tool.version}; onnx {first.tool.onnx_version}; onnxruntime "
+                 f"{first.tool.onnxruntime_version}; Python {first.tool.python_version}"),
+        ("issued / issuer", f"{first.issued_at} / {first.issuer or 'not stated'}"),
+    ]
+    out.append(_kv(pairs, st, width))
+    return out
+
+
+def _on_details_page(label_id: str, file_name: str):
+    def draw(c, doc):
+        c.saveState()
+        c.setFont("Helvetica", 7)
+        c.setFillColor(MUTED)
+        c.drawString(MARGIN + 8, 22, _fit(f"eeki-label certificate · {file_name} · label {label_id}", "Helvetica", 7,
+                                          PAGE_W - 2 * MARGIN - 80))
+        c.drawRightString(PAGE_W - MARGIN - 8, 22, f"page {c.getPageNumber()}")
+        c.restoreState()
+
+    return draw
+
+
+def render_pdf(doc) -> bytes:
+    """The certificate of a ``Label`` or ``LabelSet`` as PDF bytes (deterministic for a given label)."""
+    labels = labels_of(doc)
+    signature = signature_of(doc)
+    first = labels[0]
+    from eeki_label.signing import label_id
+
+    doc_id = label_id(label_document(doc))
+    buf = io.BytesIO()
+    template = BaseDocTemplate(
+        buf, pagesize=A4, title=_latin(f"eeki-label certificate: {one_line(first.model.file_name, 120)}"),
+        author=_latin(one_line(first.issuer or "eeki-label", 120)),
+        subject=f"model sha256 {first.model.sha256}; label {doc_id}",
+        creator=f"eeki-label {__version__}", producer=f"eeki-label {__version__} (ReportLab)",
+        keywords=f"eeki-label, {doc_id}", invariant=1, leftMargin=MARGIN, rightMargin=MARGIN,
+        topMargin=MARGIN, bottomMargin=MARGIN + 8,
+    )
+    label_frame = Frame(0, 0, PAGE_W, PAGE_H, leftPadding=0, rightPadding=0, topPadding=0, bottomPadding=0,
+                        id="label")
+    detail_frame = Frame(MARGIN + 8, MARGIN + 8, PAGE_W - 2 * MARGIN - 16, PAGE_H - 2 * MARGIN - 16, id="details")
+    template.addPageTemplates([
+        PageTemplate(id="label", frames=[label_frame]),
+        PageTemplate(id="details", frames=[detail_frame], onPage=_on_details_page(doc_id, first.model.file_name)),
+    ])
+    story: list = []
+    for i, lab in enumerate(labels):
+        story.append(LabelPage(lab, signature, (i + 1, len(labels))))
+        if i == len(labels) - 1:
+            story.append(NextPageTemplate("details"))
+        story.append(PageBreak())
+    story += _details(doc, labels, signature, PAGE_W - 2 * MARGIN - 16 - 12)  # frame minus its 6 pt paddings
+    document_id = hashlib.sha256(f"eeki-label pdf {doc_id}".encode()).digest()[:16]
+    template.build(story, canvasmaker=_canvas_maker(first.issued_at, document_id))
+    return buf.getvalue()

@@ -1,0 +1,103 @@
+"""The PDF certificate: the facts of a real assessment, untrusted text rendered literally, determinism."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from pypdf import PdfReader
+
+from eeki_label.models import Label, LabelSet
+from eeki_label.render.common import sig
+from eeki_label.render.pdf import render_pdf
+from eeki_label.units import j_to_mj, j_to_wh
+
+from render_support import (  # noqa: F401  (fixtures)
+    EXAMPLE, ISSUED_AT, MARKUP_DOC, MARKUP_NAME, MARKUP_PRODUCER, example_outputs, markup_model, run,
+)
+
+
+def pages_text(data: bytes) -> list[str]:
+    return [page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages]
+
+
+def test_page_one_shows_class_sha256_device_rules_and_headline_numbers(example_outputs):
+    lab = example_outputs["label"]
+    pages = pages_text(example_outputs["pdf"].read_bytes())
+    page1, rest = pages[0], "\n".join(pages[1:])
+    energy_j = lab["inference"]["energy_j"]
+    assert lab["model"]["sha256"] in page1
+    assert lab["device_class"]["name"] in page1 and lab["device_class"]["id"] in page1
+    assert f"{lab['rules']['id']} {lab['rules']['version']}" in page1
+    assert f"{lab['catalogue']['id']} {lab['catalogue']['version']}" in page1
+    assert f"{sig(j_to_mj(energy_j))}" in page1 and "energy per inference" in page1
+    assert f"{sig(j_to_wh(energy_j * 1000))}" in page1 and "per 1,000 inferences" in page1
+    assert f"index {sig(lab['label']['index'], 3)}" in page1
+    assert "CLASS" in page1 and lab["label"]["class"] in page1.split("CLASS", 1)[1]
+    assert ISSUED_AT in page1 and "Test Lab" in page1 and "ESTIMATED" in page1
+    assert "UNSIGNED" in page1
+    # the details pages state the graded class next to the index
+    assert f"{sig(lab['label']['index'], 4)} -> {lab['label']['class']}" in rest
+    assert "Tolerances and how to re-test" in rest and "eeki-label verify label.json" in rest
+
+
+def test_pdf_metadata_come_from_the_label_not_the_clock(example_outputs):
+    reader = PdfReader(io.BytesIO(example_outputs["pdf"].read_bytes()))
+    assert reader.metadata.creation_date.isoformat().startswith("2025-03-01T12:00:00")
+    assert example_outputs["label"]["model"]["sha256"] in reader.metadata.subject
+
+
+def test_same_label_gives_identical_pdf_bytes(example_outputs, tmp_path):
+    doc = Label.model_validate(example_outputs["label"])
+    first = render_pdf(doc)
+    assert render_pdf(doc) == first
+    # re-rendering the written JSON gives the bytes assess wrote
+    assert first == example_outputs["pdf"].read_bytes()
+    assert run(["render", example_outputs["json"], "--pdf", tmp_path / "again.pdf"]) == 0
+    assert (tmp_path / "again.pdf").read_bytes() == first
+
+
+def test_a_label_set_has_one_label_page_per_device_class(tmp_path):
+    out = tmp_path / "set.json"
+    assert run(["assess", EXAMPLE, "--input-shape", "x=1x3x48x192", "--runs", "0", "--issued-at", ISSUED_AT,
+                "--json", out, "--pdf", tmp_path / "set.pdf", "-q"]) == 0
+    doc = LabelSet.model_validate_json(out.read_text())
+    pages = pages_text((tmp_path / "set.pdf").read_bytes())
+    assert len(doc.labels) > 1
+    for i, lab in enumerate(doc.labels):
+        assert lab.device_class.id in pages[i] and f"device class {i + 1} of {len(doc.labels)}" in pages[i]
+    details = "\n".join(pages[len(doc.labels):])
+    assert all(lab.device_class.id in details for lab in doc.labels)
+    assert "No runtime profile" in details
+
+
+def test_model_text_with_markup_renders_literally(markup_model, tmp_path):
+    pdf = tmp_path / "m.pdf"
+    assert run(["assess", markup_model, "--runs", "0", "-d", "edge-gpu-batch1", "--issued-at", ISSUED_AT,
+                "--pdf", pdf, "--json", tmp_path / "m.json", "-q"]) == 0
+    text = "\n".join(pages_text(pdf.read_bytes()))
+    flat = " ".join(text.split())
+    for literal in (MARKUP_NAME, MARKUP_PRODUCER.strip(), " ".join(MARKUP_DOC.split()), markup_model.name):
+        assert literal in flat, literal
+
+
+def test_a_failed_render_leaves_no_file(example_outputs, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = run(["render", example_outputs["json"], "--pdf", tmp_path / "ok.pdf", "--html", blocker / "r.html"])
+    assert code == 21
+    assert not (tmp_path / "ok.pdf").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("content, code", [("{not json", 40), ('{"labels": []}', 0), ('{"label": 1}', 40), ("", 40)])
+def test_render_rejects_a_bad_label_file(tmp_path, capsys, content, code):
+    path = tmp_path / "l.json"
+    path.write_text(content)
+    got = run(["render", path, "--pdf", tmp_path / "o.pdf"])
+    err = capsys.readouterr().err
+    if code == 0:  # an empty set is a valid document but there is nothing to certify
+        assert got == 40 and "empty" in err
+    else:
+        assert got == code and err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp_path / "o.pdf").exists()
