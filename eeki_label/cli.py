@@ -105,7 +105,10 @@ def assess(
     catalogue: Optional[str] = typer.Option(None, help="Reference catalogue version (default: newest installed)."),
     max_file_bytes: int = typer.Option(2 * 1024**3, min=1, help="Largest model file accepted, bytes."),
     max_tensor_bytes: int = typer.Option(8 * 1024**3, min=1, help="Largest total declared tensor size accepted, bytes."),
-    time_limit: float = typer.Option(600.0, min=0.001, help="Wall-clock limit of the runtime profile, seconds."),
+    max_activation_bytes: int = typer.Option(
+        4 * 1024**3, min=1, help="Largest activation working set (checked before running) and onnxruntime working memory, bytes."),
+    time_limit: float = typer.Option(
+        600.0, min=0.001, help="Wall-clock limit of the runtime profile (and of a shape probe), seconds."),
     issued_at: Optional[str] = typer.Option(None, help="Fix the issue time (ISO 8601) for reproducible documents."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress."),
     pdf: Optional[Path] = typer.Option(None, "--pdf", help="Write the PDF certificate to PATH."),
@@ -140,12 +143,24 @@ def assess(
     reference_class: Optional[str] = typer.Option(
         None, help="Device class whose estimated reference energy grades host (default: single-board-cpu; GPU runs: "
                    "datacenter-gpu-batch1)."),
+    transfer: bool = typer.Option(
+        True, "--transfer/--no-transfer", help="Code the weights with NNC (ISO/IEC 15938-17) and price distribution."),
+    bitstream: Optional[Path] = typer.Option(None, help="Write the NNC bitstream to PATH ('eeki-label decode' rebuilds the model)."),
+    previous: Optional[Path] = typer.Option(None, help="Previous version of the model: also code the difference (delta)."),
+    delta_bitstream: Optional[Path] = typer.Option(None, help="With --previous: write the delta bitstream to PATH."),
+    calibration_data: Optional[Path] = typer.Option(
+        None, help=".npz of real inputs (keyed by input name) for the NNC fidelity check (default: synthetic)."),
+    clients: Optional[int] = typer.Option(None, min=1, help="Federated-learning clients (default: the rule set's)."),
+    rounds: Optional[int] = typer.Option(None, min=1, help="Federated-learning rounds (default: the rule set's)."),
+    updates: Optional[int] = typer.Option(None, min=1, help="Periodic updates (default: the rule set's)."),
+    country: Optional[str] = typer.Option(None, help="Grid carbon intensity of this country code (data/energy/transfer.json)."),
 ) -> None:
     """Profile MODEL, estimate its energy per inference per device class, and grade it A..G."""
     from eeki_label.model_io import LoadLimits
     from eeki_label.models import dump_json
     from eeki_label.pipeline import AssessOptions
-    from eeki_label.pipeline import assess as run_assess
+    from eeki_label.pipeline import run_assessment
+    from eeki_label.transfer.stage import TransferOptions
     from eeki_label.profile.shapes import parse_shape_options
     from eeki_label.recycle import RecyclingOptions
     from eeki_label.render.text import summary
@@ -161,26 +176,40 @@ def assess(
         device_classes=tuple(device_class), task=task, accuracy=accuracy,
         input_shapes=parse_shape_options(input_shape), runs=runs, threads=threads, seed=seed,
         rules_version=rules, catalogue_version=catalogue,
-        limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes),
+        limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes,
+                          max_activation_bytes=max_activation_bytes),
         runtime_time_limit_s=time_limit, issued_at=issued_at, issuer=issuer,
         base=base, recycling=RecyclingOptions(
             train_samples=train_samples, fine_tune_epochs=epochs, scratch_epochs=scratch_epochs,
             training_device_class=training_device_class, features_cached=features_cached, update_codec=update_codec),
         host=_host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=device_class),
+        transfer=TransferOptions(enabled=transfer, previous=previous, calibration_data=calibration_data,
+                                 clients=clients, rounds=rounds, updates=updates, country=country,
+                                 required=bool(bitstream or previous or delta_bitstream or calibration_data)),
     )
+    if not transfer and (bitstream or previous or delta_bitstream or calibration_data):
+        raise UsageError("--bitstream, --previous, --delta-bitstream and --calibration-data need the transfer stage "
+                         "(drop --no-transfer)")
+    if delta_bitstream and not previous:
+        raise UsageError("--delta-bitstream needs --previous")
     signing_key = _certificate_preflight(model, sign_key, embed)
     progress = _Progress(not quiet)
     try:
-        labels = run_assess(model, options, progress)
+        assessment = run_assessment(model, options, progress)
     finally:
         progress.close()
+    labels = assessment.labels
+    extra = {}
+    if assessment.transfer is not None:
+        extra = {bitstream: assessment.transfer.bitstream, delta_bitstream: assessment.transfer.delta_bitstream}
+        extra.pop(None, None)
     doc = labels.labels[0] if len(labels.labels) == 1 else labels
     if signing_key is not None:
         from eeki_label.signing import sign_document
 
         doc = sign_document(doc, signing_key)
     text = dump_json(doc)
-    _write_outputs(doc, text, out=out, json_out=json_out, pdf=pdf, html=html, embed=embed, model=model)
+    _write_outputs(doc, text, out=out, json_out=json_out, pdf=pdf, html=html, embed=embed, model=model, extra=extra)
     if json_out == "-":
         sys.stdout.write(text)
     if not quiet and json_out != "-":
@@ -297,7 +326,8 @@ def _certificate_preflight(model: Path, sign_key: Optional[Path], embed: Optiona
     return key
 
 
-def _write_outputs(doc, text: str, *, out=None, json_out=None, pdf=None, html=None, embed=None, model=None) -> None:
+def _write_outputs(doc, text: str, *, out=None, json_out=None, pdf=None, html=None, embed=None, model=None,
+                   extra=None) -> None:
     """Render everything in memory, then write all files or none (``fileio.AtomicBatch``)."""
     from eeki_label.fileio import AtomicBatch
 
@@ -322,6 +352,8 @@ def _write_outputs(doc, text: str, *, out=None, json_out=None, pdf=None, html=No
             batch.add(pdf, pdf_bytes)
         if html is not None:
             batch.add(html, html_text)
+        for path, data in (extra or {}).items():
+            batch.add(path, data)
         if embed is not None:
             from eeki_label.embed import write_embedded
 
@@ -434,6 +466,109 @@ def rules_cmd() -> None:
     from eeki_label.rules import available_versions, load_rules
 
     typer.echo(rules_table([load_rules(v) for v in available_versions()]))
+
+
+@app.command("transfer")
+@_guarded
+def transfer_cmd(
+    source: Path = typer.Argument(..., help="An ONNX model (coded with NNC now) or a label JSON with a transfer section.",
+                                  show_default=False),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims (repeatable)."),
+    clients: Optional[int] = typer.Option(None, min=1, help="Federated-learning clients (default: the rule set's)."),
+    rounds: Optional[int] = typer.Option(None, min=1, help="Federated-learning rounds (default: the rule set's)."),
+    updates: Optional[int] = typer.Option(None, min=1, help="Periodic updates (default: the rule set's)."),
+    devices: Optional[int] = typer.Option(None, min=1, help="Receiving devices per distribution (default: the rule set's)."),
+    link: Optional[str] = typer.Option(None, help="Named link from data/energy/transfer.json (default: the study's)."),
+    link_up: Optional[float] = typer.Option(None, min=1e-6, help="Uplink rate, Mbit/s (overrides --link)."),
+    link_down: Optional[float] = typer.Option(None, min=1e-6, help="Downlink rate, Mbit/s (overrides --link)."),
+    country: Optional[str] = typer.Option(None, help="Country code for the grid's carbon intensity."),
+    price: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="Electricity price, EUR/kWh."),
+    network: Optional[str] = typer.Option(None, help="Add network energy: fixed, mobile or fixed-2015-aslan."),
+    previous: Optional[Path] = typer.Option(None, help="Previous version (ONNX source only): price delta coding too."),
+    calibration_data: Optional[Path] = typer.Option(None, help=".npz of real inputs for the fidelity check (ONNX source)."),
+    baselines: bool = typer.Option(False, "--baselines", help="Also measure raw, zstd-19, 8-bit + zstd and single-QP NNC."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the transfer section as JSON to PATH or '-'."),
+) -> None:
+    """What-if: the energy of distributing a model with and without NNC (one-time, updates, federated)."""
+    from eeki_label.models import TransferInfo
+    from eeki_label.render.text import transfer_table
+    from eeki_label.transfer.stage import TransferOptions, reprice
+
+    options = TransferOptions(previous=previous, calibration_data=calibration_data, clients=clients, rounds=rounds,
+                              updates=updates, devices=devices, link=link, link_up_mbit_s=link_up,
+                              link_down_mbit_s=link_down, country=country, price_eur_per_kwh=price, network=network,
+                              baselines=baselines)
+    from eeki_label.verify import looks_like_json
+
+    if looks_like_json(source):
+        if previous or calibration_data or baselines:
+            raise UsageError("--previous, --calibration-data and --baselines need an ONNX model, not a label")
+        from eeki_label.rules import load_rules
+
+        section, rules_version = _read_transfer_section(source)
+        info: TransferInfo = reprice(section, options, load_rules(rules_version).raw)
+        baseline_rows = None
+    else:
+        from eeki_label.pipeline import load_context
+        from eeki_label.transfer.stage import transfer_for_model
+
+        ctx = load_context()
+        info, baseline_rows = transfer_for_model(source, parse_input_shapes(input_shape), ctx.rules, options)
+    text = info.model_dump_json(indent=2) + "\n"
+    if json_out == "-":
+        sys.stdout.write(text)
+        return
+    if json_out:
+        from eeki_label.fileio import write_atomic
+
+        write_atomic(json_out, text)
+    typer.echo(transfer_table(info, baseline_rows))
+
+
+def parse_input_shapes(options: List[str]):
+    from eeki_label.profile.shapes import parse_shape_options
+
+    return parse_shape_options(options)
+
+
+def _read_transfer_section(path: Path):
+    from eeki_label.errors import TransferError
+    from eeki_label.verify import read_label_file
+
+    _, doc = read_label_file(path)
+    first = doc.labels[0] if hasattr(doc, "labels") else doc
+    if first.transfer is None:
+        raise TransferError(f"{path.name}: the label has no transfer section (assessed with --no-transfer?)")
+    return first.transfer, first.rules.version
+
+
+@app.command("decode")
+@_guarded
+def decode_cmd(
+    bitstream: Path = typer.Argument(..., help="An NNC bitstream written by 'assess --bitstream'.", show_default=False),
+    model: Path = typer.Option(..., "--model", help="The model it was coded from (for a delta: the previous version).",
+                               show_default=False),
+    out: Path = typer.Option(..., "--out", help="Where to write the reconstructed ONNX model.", show_default=False),
+    max_file_bytes: int = typer.Option(2 * 1024**3, min=1, help="Largest model and bitstream file accepted, bytes."),
+) -> None:
+    """Rebuild the reconstructed model from MODEL and an NNC bitstream, to re-check a fidelity claim."""
+    from eeki_label.errors import ModelFileError, ModelTooLargeError
+    from eeki_label.fileio import write_atomic
+    from eeki_label.model_io import LoadLimits, load_model
+    from eeki_label.transfer.nnc import decode_bitstream
+
+    try:
+        size = bitstream.stat().st_size
+    except OSError as e:
+        raise ModelFileError(f"{bitstream.name}: cannot read the bitstream ({e.strerror})") from e
+    if not bitstream.is_file():
+        raise ModelFileError(f"{bitstream.name}: not a regular file")
+    if size > max_file_bytes:
+        raise ModelTooLargeError(f"{bitstream.name}: {size} bytes, over the limit of {max_file_bytes}")
+    loaded = load_model(model, LoadLimits(max_file_bytes=max_file_bytes))
+    recon = decode_bitstream(bitstream.read_bytes(), loaded)
+    write_atomic(out, recon.SerializeToString())
+    typer.echo(f"wrote {out.name}: {loaded.name} with the tensors decoded from {bitstream.name}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

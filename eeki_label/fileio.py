@@ -105,3 +105,32 @@ class AtomicBatch:
             except OSError:
                 pass
         self._staged = []
+
+
+def read_regular_file(path: "str | os.PathLike[str]", max_bytes: int, error: type, what: str) -> bytes:
+    """The bytes of an input file that must be a regular file of at most ``max_bytes``; raises
+    ``error`` (an EekiError class) otherwise. A FIFO, device or directory is refused before it is
+    opened for reading (reading a FIFO with no writer would block forever, ``/dev/zero`` never ends)."""
+    import stat
+
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path} is not a regular file")
+    if st.st_size > max_bytes:
+        raise error(f"{what} {path} is {st.st_size} bytes, larger than the {max_bytes} bytes accepted")
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the stat above does not block the open either
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise error(f"{what} {path} is not a regular file")
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from e
+    if len(data) > max_bytes:
+        raise error(f"{what} {path} is larger than the {max_bytes} bytes accepted")
+    return data

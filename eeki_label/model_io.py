@@ -43,6 +43,7 @@ from onnx import helper, numpy_helper
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from eeki_label.errors import (
+    EekiError,
     ExternalDataError,
     ModelFileError,
     ModelFormatError,
@@ -55,6 +56,9 @@ from eeki_label.errors import (
 DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
 #: Default limit on the sum of all stored tensors' declared sizes (initializers plus external data).
 DEFAULT_MAX_TENSOR_BYTES = 8 * 1024**3
+#: Default limit on activations (inputs and tensors computed while running): every declared or
+#: inferred working set of one node, and onnxruntime's working memory while the model runs.
+DEFAULT_MAX_ACTIVATION_BYTES = 4 * 1024**3
 
 #: Operator domains onnxruntime's CPU build implements. Anything else must be a model-local function.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
@@ -73,6 +77,9 @@ class LoadLimits:
 
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    max_activation_bytes: int = DEFAULT_MAX_ACTIVATION_BYTES
+    """Not checked while loading: the stages that compute or run (static profile, runtime profile)
+    refuse larger activations and cap onnxruntime's working memory at this."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,9 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The file name for messages and labels, always valid UTF-8 (bytes of a file name that are
+        not are shown as U+FFFD; the file itself is opened by ``path``)."""
+        return os.fsencode(self.path.name).decode("utf-8", "replace")
 
     @property
     def folder(self) -> Path:
@@ -357,10 +366,52 @@ def _parse(data: bytes, path: Path) -> ModelProto:
     try:
         model.ParseFromString(data)
     except Exception as e:  # google.protobuf.message.DecodeError and upb's variants
+        if "MaxDepth" in str(e):
+            raise ModelFormatError(f"{path.name}: not an ONNX model (messages nested too deeply: subgraphs inside "
+                                   "subgraphs beyond the protobuf parser's depth limit)") from e
         raise ModelFormatError(f"{path.name}: not an ONNX model (protobuf parse failed: {e})") from e
     if model.ir_version <= 0 or not model.HasField("graph"):
         raise ModelFormatError(f"{path.name}: not an ONNX model (no IR version or no graph; truncated?)")
+    problem = _string_problem(model)
+    if problem is not None:
+        where, length = problem
+        if length is None:
+            raise ModelFormatError(f"{path.name}: not an ONNX model (a {where} is not valid UTF-8)")
+        raise ModelInvalidError(f"{path.name}: a {where} is {length} characters long; names are limited to "
+                                f"{MAX_NAME_CHARS} characters")
     return model
+
+
+#: Longest name (of a graph, node, value, tensor, operator, domain, attribute, producer...) accepted.
+#: Real exporters write at most a few hundred characters; a name of megabytes only serves to stall
+#: whatever lays it out (the PDF certificate). Doc strings and metadata values are not limited here.
+MAX_NAME_CHARS = 4096
+_UNLIMITED_STRINGS = frozenset({"doc_string", "value"})  # doc strings; StringStringEntryProto.value
+
+
+def _string_problem(message) -> "tuple[str, int | None] | None":
+    """The first string field anywhere in ``message`` that is not valid UTF-8 ``(field, None)``, or
+    a name longer than :data:`MAX_NAME_CHARS` ``(field, length)``; None when all are fine. proto2
+    parsers do not check UTF-8, and upb hands such a field back as bytes, which later stages (and
+    JSON) cannot take. Iterative (no recursion limit)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    string, msg = FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE
+    stack = [message]
+    while stack:
+        for fd, value in stack.pop().ListFields():
+            if fd.type == string:
+                for v in (value if fd.is_repeated else (value,)):
+                    if not isinstance(v, str):
+                        return fd.full_name.removeprefix("onnx."), None
+                    if len(v) > MAX_NAME_CHARS and fd.name not in _UNLIMITED_STRINGS:
+                        return fd.full_name.removeprefix("onnx."), len(v)
+            elif fd.type == msg:
+                if fd.is_repeated:
+                    stack.extend(value)
+                else:
+                    stack.append(value)
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -923,7 +974,25 @@ def materialize(loaded: "LoadedModel") -> ModelProto:
     return copy
 
 
+#: The newest opset per operator domain this installation's onnx knows (shape inference, checker);
+#: a model that imports a newer one is refused rather than profiled with older operator semantics.
+_MAX_OPSET = {"": onnx.defs.onnx_opset_version(), "ai.onnx": onnx.defs.onnx_opset_version(),
+              "ai.onnx.ml": onnx.defs.onnx_ml_opset_version()}
+
+
 def _check_domains(model: ModelProto) -> None:
+    seen: dict[str, int] = {}
+    for op in model.opset_import:
+        domain = "" if op.domain == "ai.onnx" else op.domain
+        if domain in seen and seen[domain] != op.version:
+            raise ModelInvalidError(f"opset_import names domain {op.domain or 'ai.onnx'!r} twice, with versions "
+                                    f"{seen[domain]} and {op.version}")
+        seen[domain] = op.version
+        newest = _MAX_OPSET.get(op.domain)
+        if newest is not None and op.version > newest:
+            raise UnsupportedOperatorError(
+                f"the model imports opset {op.version} of {op.domain or 'ai.onnx'!r}, newer than this installation "
+                f"supports (at most {newest}; onnx {onnx.__version__})")
     local_functions = {(f.domain, f.name) for f in model.functions}
     for path, graph in iter_graphs(model):
         for node in graph.node:
@@ -974,3 +1043,12 @@ def _run_checker(model: ModelProto, slots: "list[tuple[TensorProto, bool]] | Non
     finally:
         for t, keep in saved:
             t.CopyFrom(keep)
+
+
+def load_related(path: "str | os.PathLike[str]", limits: LoadLimits, role: str) -> LoadedModel:
+    """Load a second model (``--base``, ``--previous``) with the same checks and limits as the
+    assessed one; errors keep their class (and exit code) and name the ``role``."""
+    try:
+        return load_model(path, limits)
+    except EekiError as e:
+        raise type(e)(f"{role}: {e}") from e

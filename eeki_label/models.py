@@ -316,6 +316,82 @@ class RecyclingInfo(_Frozen):
     notes: list[str]
 
 
+class TransferFidelityInfo(_Frozen):
+    """How closely the NNC-reconstructed model reproduces the original on the calibration inputs."""
+
+    meets_bound: bool
+    max_rel_error: float = Field(description="Largest pooled relative L2 output error (dimensionless).")
+    min_top1_agreement: Optional[float] = Field(description="Lowest top-1 agreement of classifier-like outputs.")
+    bound_max_rel_error: float
+    bound_min_top1_agreement: float
+    calibration: str = Field(description="'calibration data' (--calibration-data) or 'synthetic'.")
+    samples: int
+
+
+class TransferScenarioInfo(_Frozen):
+    """Energy of one distribution scenario without and with NNC (Wh for the whole scenario)."""
+
+    id: Literal["one-time", "periodic-updates", "federated-learning"]
+    description: str
+    transfers: int
+    encodes: int
+    decodes: int
+    uncompressed_wh: float
+    nnc_wh: float
+    nnc_saving_share: float = Field(description="1 - nnc_wh / uncompressed_wh (negative: NNC costs more).")
+    nnc_delta_wh: Optional[float] = Field(default=None, description="With delta coding of later transfers.")
+    nnc_delta_saving_share: Optional[float] = None
+    uncompressed_co2_g: float
+    nnc_co2_g: float
+    uncompressed_cost_eur: Optional[float]
+    nnc_cost_eur: Optional[float]
+
+
+class TransferDeltaInfo(_Frozen):
+    """Differential coding against a previous version (--previous)."""
+
+    previous_sha256: str
+    compressed_bytes: int
+    ratio_vs_full_nnc: float = Field(description="Delta bitstream bytes / full-model NNC bytes.")
+    encode_s: float
+    decode_s: float
+    coded_float32_bytes: int
+    fidelity_meets_bound: bool
+
+
+class TransferInfo(_Frozen):
+    """What shipping the model costs and what NNC (ISO/IEC 15938-17) saves (BRIEF section 3)."""
+
+    codec: Literal["nnc"] = "nnc"
+    standard: str = "ISO/IEC 15938-17"
+    implementation: str = Field(description="The encoder/decoder used, e.g. 'nncodec 2.1.3 (Fraunhofer HHI)'.")
+    original_bytes: int = Field(description="Bytes of an uncompressed transfer: the model file and its external data.")
+    compressed_bytes: int = Field(description="Bytes of an NNC transfer: the bitstream container plus the graph.")
+    ratio: float = Field(description="compressed_bytes / original_bytes.")
+    bitstream_bytes: int = Field(description="The NNC container alone (tensors).")
+    graph_bytes: int = Field(description="The model without its tensor payloads, sent alongside the bitstream.")
+    nnc_ratio: float = Field(description="NNC bitstream / float32 bytes of the tensors it codes.")
+    bitstream_sha256: str
+    qp: dict[str, Optional[float]] = Field(description="min, median, max of the per-tensor QPs.")
+    fidelity: TransferFidelityInfo
+    encode_s: float = Field(description="Seconds this host took to encode (QP search included); measured, varies.")
+    decode_s: float = Field(description="Seconds this host took to decode; measured, varies.")
+    coded_float32_bytes: int = Field(description="float32 bytes of the tensors the NNC stream codes.")
+    device_encode_s: float = Field(description="Encode seconds on the transfer device, from the study's codec energy.")
+    device_decode_s: float = Field(description="Decode seconds on the transfer device, from the study's codec energy.")
+    link_up_bit_s: float
+    link_down_bit_s: float
+    transfer_power_w: float
+    codec_power_w: float
+    country: str
+    grid_g_co2_per_kwh: float
+    price_eur_per_kwh: Optional[float]
+    parameters_sha256: str = Field(description="sha256 of data/energy/transfer.json (sources of every figure).")
+    scenarios: list[TransferScenarioInfo]
+    delta: Optional[TransferDeltaInfo] = None
+    notes: list[str]
+
+
 class Label(_Frozen):
     """One label: one model on one device class. Complete on its own."""
 
@@ -329,6 +405,8 @@ class Label(_Frozen):
     runtime: Optional[RuntimeInfo]
     recycling: Optional["RecyclingInfo"] = Field(
         default=None, description="Reuse of a pretrained base and the training energy it avoids (BRIEF section 4).")
+    transfer: Optional[TransferInfo] = Field(
+        default=None, description="NNC bitstream and distribution energy (BRIEF section 3); null when not assessed.")
     rules: RulesInfo
     catalogue: CatalogueInfo
     device_data: DeviceDataInfo

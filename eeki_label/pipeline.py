@@ -22,16 +22,18 @@ from eeki_label.energy.devices import DeviceClass, DeviceRegistry, load_devices
 from eeki_label.energy.estimate import EnergyFigure, estimate_inference
 from eeki_label.energy.host import HOST_CLASS_ID, HostOptions, host_labels
 from eeki_label.energy.host import prepare as prepare_host
-from eeki_label.model_io import LoadedModel, LoadLimits, load_model
+from eeki_label.model_io import LoadedModel, LoadLimits, load_model, load_related
 from eeki_label.models import (
     CatalogueInfo, DeviceClassInfo, DeviceDataInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
     QualityInfo, ReferenceInfo, RulesInfo, RuntimeInfo, TaskInfo, TensorSpec, ToolInfo,
 )
 from eeki_label.profile.runtime import DEFAULT_RUNS, RuntimeProfile, probe_shapes, runtime_profile
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
-from eeki_label.profile.static import StaticProfile, static_profile
+from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
 from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info
+from eeki_label.errors import TransferError
+from eeki_label.transfer.stage import TransferOptions, TransferOutcome, assess_transfer
 
 Progress = Callable[[str, int, int], None]
 
@@ -58,6 +60,8 @@ class AssessOptions:
     """Declared pretrained base model (``--base``): loaded with the same checks and limits as the model."""
     recycling: RecyclingOptions = RecyclingOptions()
     """Training assumptions for the recycling section (None fields: the rule set's defaults)."""
+    transfer: TransferOptions = TransferOptions()
+    """The NNC transfer stage (transfer/stage.py); ``TransferOptions(enabled=False)`` skips it."""
     host: "HostOptions | None" = None
     """Options of the ``host`` device class (this machine, measured; energy/host.py); None: defaults."""
 
@@ -80,8 +84,22 @@ def work_of(profile: StaticProfile) -> WorkProfile:
     return WorkProfile(profile.macs, profile.activation_elements, profile.parameters)
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """Everything ``assess`` produces: the labels and the artefacts an auditor may want to keep."""
+
+    labels: LabelSet
+    transfer: TransferOutcome | None
+    """The NNC outcome, with the bitstream(s) that ``eeki-label decode`` turns back into a model."""
+
+
 def assess(path, options: AssessOptions = AssessOptions(), progress: Progress | None = None) -> LabelSet:
     """Assess an ONNX model file; raises :class:`eeki_label.errors.EekiError` on bad input."""
+    return run_assessment(path, options, progress).labels
+
+
+def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Progress | None = None) -> Assessment:
+    """As :func:`assess`, returning the artefacts too (the NNC bitstream)."""
     step = progress or (lambda name, done, total: None)
     ctx = load_context(options.rules_version, options.catalogue_version)
     task_id = options.task or ctx.rules.default_task
@@ -98,19 +116,24 @@ def assess(path, options: AssessOptions = AssessOptions(), progress: Progress | 
     step("load", 0, 1)
     loaded = load_model(path, options.limits)
     base = load_base(options.base, options.limits) if options.base is not None else None
+    previous = (load_related(options.transfer.previous, options.limits, "previous version (--previous)")
+                if options.transfer.enabled and options.transfer.previous is not None else None)
     shapes = resolve_input_shapes(loaded.proto, options.input_shapes)
     step("static profile", 0, 1)
-    static = static_profile(loaded, shapes, probe=partial(probe_shapes, loaded, shapes))
+    probe = partial(probe_shapes, loaded, shapes, time_limit_s=options.runtime_time_limit_s,
+                    max_activation_bytes=options.limits.max_activation_bytes)
+    static = static_profile(loaded, shapes, probe=probe)
+    check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     step("recycling", 0, 1)
     recycling = recycling_info(assess_recycling(
         loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices, options.recycling,
-        probe=partial(probe_shapes, loaded, shapes), activation_peak_elements=static.activation_peak_elements,
+        probe=probe, activation_peak_elements=static.activation_peak_elements,
     ), static.weight_bytes)
     runtime = None
     if options.runs > 0:
         runtime = runtime_profile(
             loaded, shapes, runs=options.runs, threads=options.threads, seed=options.seed,
-            time_limit_s=options.runtime_time_limit_s,
+            time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes,
             progress=lambda done, total: step("runtime profile", done, total),
         )
     issued_at = options.issued_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -122,7 +145,26 @@ def assess(path, options: AssessOptions = AssessOptions(), progress: Progress | 
     if host_plan is not None:
         labels += host_labels(host_plan, loaded, static, runtime, shapes, ctx, task_id, options, issued_at, step,
                               recycling=recycling)
-    return LabelSet(labels=labels)
+    transfer = None
+    if options.transfer.enabled:
+        step("NNC transfer", 0, 1)
+        try:
+            transfer = assess_transfer(loaded, shapes, static.weight_bytes, ctx.rules.raw, ctx.rules.fidelity,
+                                       options.transfer, previous)
+        except TransferError as e:
+            # The label stands without transfer figures: a model NNC cannot code within the fidelity
+            # bound is still graded; the artefacts the user asked for (--bitstream) then fail the run.
+            if options.transfer.required:
+                raise
+            labels = [_with_note(lab, f"transfer not assessed: {e}") for lab in labels]
+        else:
+            labels = [lab.model_copy(update={"transfer": transfer.info}) for lab in labels]
+    return Assessment(LabelSet(labels=labels), transfer)
+
+
+def _with_note(label: Label, note: str) -> Label:
+    grade_ = label.label.model_copy(update={"notes": [*label.label.notes, note]})
+    return label.model_copy(update={"label": grade_})
 
 
 def reference_energy(ctx: Context, dc: DeviceClass):

@@ -898,12 +898,7 @@ def training_formula(p: TrainingParams) -> str:
 
 
 def load_base(path, limits) -> LoadedModel:
-    """Load the declared base with the same safe loader and limits as the model; errors keep their
-    class (and exit code) and say that the base is meant."""
-    from eeki_label.errors import EekiError
-    from eeki_label.model_io import load_model
+    """Load the declared base with the same safe loader and limits as the model."""
+    from eeki_label.model_io import load_related
 
-    try:
-        return load_model(path, limits)
-    except EekiError as e:
-        raise type(e)(f"base model (--base): {e}") from e
+    return load_related(path, limits, "base model (--base)")

@@ -331,18 +331,21 @@ def load_trace_for(record: MeasurementRecord, path) -> PowerTrace:
     return load_trace(path, s.format, s.field, s.precision, s.offset_s)
 
 
+#: Largest measurement record accepted, bytes (a record of the default protocol is well under 1 MB).
+MAX_RECORD_BYTES = 256 * 1024**2
+
+
 def load_record(path) -> tuple[MeasurementRecord, str]:
     """Read and check an archived record; returns it and the sha256 of its bytes. Every stored energy
     is recomputed from the raw samples (or the stored trace samples) and must match."""
+    from eeki_label.fileio import read_regular_file
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise MeasurementRecordError(f"cannot read measurement record {path}: {e.strerror or e}") from e
+    raw = read_regular_file(path, MAX_RECORD_BYTES, MeasurementRecordError, "measurement record")
     try:
         doc = json.loads(raw)
-    except ValueError as e:
-        raise MeasurementRecordError(f"measurement record {path.name} is not JSON: {e}") from e
+    except (ValueError, RecursionError) as e:  # RecursionError: arrays or objects nested absurdly deep
+        raise MeasurementRecordError(f"measurement record {path.name} is not JSON: {str(e)[:200]}") from e
     if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT:
         raise MeasurementRecordError(f"{path.name} is not an eeki-label measurement record (format {RECORD_FORMAT!r})")
     if doc.get("format_version") != RECORD_FORMAT_VERSION:

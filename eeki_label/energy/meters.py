@@ -692,15 +692,18 @@ def parse_line_protocol_trace(path: Path, raw: bytes, field_name: str | None = N
     return _finish(times, watts, "line-protocol", path, raw, label, offset_s)
 
 
+#: Largest meter trace accepted, bytes (an hour at 1 kHz in CSV is about 100 MB).
+MAX_TRACE_BYTES = 256 * 1024**2
+
+
 def load_trace(path: "str | Path", fmt: str = "auto", field_name: str | None = None, precision: str = "ns",
                offset_s: float = 0.0) -> PowerTrace:
     """Read an external meter's trace. ``fmt`` ``auto`` takes ``.csv`` (or a first line with a comma
     or semicolon and no '=') as CSV, anything else as line protocol."""
+    from eeki_label.fileio import read_regular_file
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise MeasurementRecordError(f"cannot read trace {path}: {e.strerror or e}") from e
+    raw = read_regular_file(path, MAX_TRACE_BYTES, MeasurementRecordError, "trace")
     if fmt not in TRACE_FORMATS:
         raise MeasurementRecordError(f"unknown trace format {fmt!r}; use {', '.join(TRACE_FORMATS)}")
     if fmt == "auto":

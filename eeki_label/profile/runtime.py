@@ -4,6 +4,10 @@ Inputs are generated deterministically (fixed seed) with the right dtypes and th
 floats from a standard normal distribution, integers as ones (a valid token id, mask value and
 length for the models we meet), booleans as true. Warm-up runs are discarded; the timed runs give
 a latency distribution (milliseconds) with the median's distribution-free 95 % confidence interval.
+
+The model runs in a child process (:mod:`eeki_label.profile.sandbox`): the time limit covers the
+session's creation, the warm-up and the timed runs and holds even inside one slow operator, and
+onnxruntime's working memory is capped at the activation limit.
 """
 
 from __future__ import annotations
@@ -12,20 +16,22 @@ import math
 import os
 import platform
 import statistics
-import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import ModelProto, TensorProto, ValueInfoProto, helper
+from onnx import ModelProto, ValueInfoProto
 
-from eeki_label.errors import LimitExceededError, RuntimeProfileError, UnsupportedOperatorError
-from eeki_label.model_io import LoadedModel, materialize
+from eeki_label.errors import LimitExceededError, ModelTooLargeError, RuntimeProfileError, UnsupportedOperatorError
+from eeki_label.model_io import DEFAULT_MAX_ACTIVATION_BYTES, LoadedModel, dtype_bytes, materialize, numel
+from eeki_label.profile._ortchild import feeds_from_specs
+from eeki_label.profile.sandbox import run_child
 from eeki_label.profile.shapes import Shape, graph_inputs
 
 DEFAULT_RUNS = 30
 DEFAULT_WARMUP = 3
 DEFAULT_SEED = 0
+#: Wall-clock limit of a shape probe (one run of the model), seconds, when the caller gives none.
+DEFAULT_PROBE_TIME_LIMIT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -51,21 +57,34 @@ class RuntimeProfile:
     seed: int
 
 
-def make_feeds(model: ModelProto, shapes: dict[str, Shape], seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
-    """Deterministic inputs for every real graph input (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for vi in graph_inputs(model):
-        elem = vi.type.tensor_type.elem_type
-        dtype = helper.tensor_dtype_to_np_dtype(elem)
-        shape = shapes[vi.name]
-        if elem in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16):
-            feeds[vi.name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
-        elif elem == TensorProto.BOOL:
-            feeds[vi.name] = np.ones(shape, dtype=bool)
-        else:
-            feeds[vi.name] = np.ones(shape, dtype=dtype)
-    return feeds
+def feed_specs(model: ModelProto, shapes: dict[str, Shape],
+               max_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> list[tuple[str, int, tuple[int, ...]]]:
+    """``(name, elem_type, shape)`` of every real graph input; raises :class:`ModelTooLargeError`
+    before anything is allocated when one input, or all together, exceed ``max_bytes``."""
+    specs = [(vi.name, vi.type.tensor_type.elem_type, tuple(shapes[vi.name])) for vi in graph_inputs(model)]
+    check_input_bytes(specs, max_bytes)
+    return specs
+
+
+def check_input_bytes(specs, max_bytes: "int | None") -> None:
+    if not max_bytes:
+        return
+    total = 0
+    for name, elem, shape in specs:
+        n = numel(shape) * dtype_bytes(elem)
+        total += n
+        if n > max_bytes or total > max_bytes:
+            raise ModelTooLargeError(
+                f"input {name!r} at shape {list(shape)} takes {n} bytes" + (f" ({total} bytes for all inputs so far)"
+                                                                            if total != n else "")
+                + f", over the activation limit of {max_bytes} bytes (raise it with --max-activation-bytes)")
+
+
+def make_feeds(model: ModelProto, shapes: dict[str, Shape], seed: int = DEFAULT_SEED,
+               max_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> dict[str, np.ndarray]:
+    """Deterministic inputs for every real graph input (see the module docstring); refused before
+    allocation when larger than ``max_bytes`` (:func:`feed_specs`)."""
+    return feeds_from_specs(feed_specs(model, shapes, max_bytes), seed)
 
 
 def host_cpu_name() -> str:
@@ -83,7 +102,7 @@ def _session(model_source: "str | bytes", threads: int | None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors reach the user as one line; onnxruntime's own log stays off stderr
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -128,6 +147,17 @@ def median_ci95_ranks(n: int) -> tuple[int, int]:
     return lo, n - 1 - lo
 
 
+def _model_source(loaded: LoadedModel) -> "tuple[str | None, bytes | None]":
+    """(path, None) for onnxruntime to open the checked file itself (external data stays in its
+    folder), or (None, self-contained bytes) when the path cannot be passed to it (not UTF-8)."""
+    path = str(loaded.path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, materialize(loaded).SerializeToString()
+    return path, None
+
+
 def runtime_profile(
     loaded: LoadedModel,
     shapes: dict[str, Shape],
@@ -137,37 +167,29 @@ def runtime_profile(
     seed: int = DEFAULT_SEED,
     time_limit_s: float | None = None,
     progress=None,
+    max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES,
 ) -> RuntimeProfile:
-    """Warm up, then time ``runs`` inferences. ``progress(done, total)`` is called after each run."""
+    """Warm up, then time ``runs`` inferences in a child process (:mod:`eeki_label.profile.sandbox`).
+    ``progress(done, total)`` is called after each run. ``time_limit_s`` bounds the whole profile
+    (session, warm-up, runs); onnxruntime's working memory is capped at ``max_activation_bytes``."""
     import onnxruntime as ort
 
     if runs < 1:
         raise RuntimeProfileError("--runs must be at least 1")
-    session = open_session(loaded, threads)
-    feeds = make_feeds(loaded.proto, shapes, seed)
-    run_options = ort.RunOptions()
-    timer = None
-    if time_limit_s:
-        timer = threading.Timer(time_limit_s, lambda: setattr(run_options, "terminate", True))
-        timer.daemon = True
-        timer.start()
-    try:
-        for _ in range(warmup):
-            _run(session, feeds, run_options)
-        samples: list[float] = []
-        for i in range(runs):
-            t0 = time.perf_counter()
-            _run(session, feeds, run_options)
-            samples.append((time.perf_counter() - t0) * 1e3)
-            if progress:
-                progress(i + 1, runs)
-    finally:
-        if timer:
-            timer.cancel()
+    specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
+    path, model_bytes = _model_source(loaded)
+    request = {"task": "profile", "model_path": path, "inputs": specs, "seed": seed, "runs": runs,
+               "warmup": warmup, "threads": threads}
+    done = run_child(request, model_bytes, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
+                     weight_bytes=loaded.file_bytes + loaded.external_bytes,
+                     progress=(lambda n: progress(n, runs)) if progress else None)
+    samples = [float(x) for x in done.value.get("latencies_ms", [])]
+    if len(samples) != runs:
+        raise RuntimeProfileError(f"the onnxruntime child process returned {len(samples)} timings, not {runs}")
     ordered = sorted(samples)
     lo, hi = median_ci95_ranks(len(ordered))
     p90_index = min(len(ordered) - 1, max(0, math.ceil(0.9 * len(ordered)) - 1))
-    threads_used = threads or int(session.get_session_options().intra_op_num_threads) or (os.cpu_count() or 1)
+    threads_used = threads or int(done.value.get("intra_op_threads") or 0) or (os.cpu_count() or 1)
     return RuntimeProfile(
         runs=runs,
         warmup_runs=warmup,
@@ -188,16 +210,23 @@ def runtime_profile(
     )
 
 
-def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str]) -> dict[str, Shape]:
+def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
+                 time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
+                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> dict[str, Shape]:
     """Concrete shapes of intermediate tensors of the main graph, by running the model once with
-    those tensors added as outputs. Used only when static shape inference leaves them unknown."""
+    those tensors added as outputs. Used only when static shape inference leaves them unknown.
+    Runs in a child process under the same time limit and memory cap as the runtime profile."""
     if not names:
         return {}
+    specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
     model = materialize(loaded)
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend([ValueInfoProto(name=n) for n in names if n not in existing])
-    session = _session(model.SerializeToString(), None)
-    out_names = [o.name for o in session.get_outputs()]
-    values = _run(session, make_feeds(loaded.proto, shapes))
+    data = model.SerializeToString()
+    del model
+    done = run_child({"task": "probe", "inputs": specs, "seed": DEFAULT_SEED}, data, time_limit_s=time_limit_s,
+                     max_activation_bytes=max_activation_bytes, weight_bytes=len(data),
+                     what="the shape probe (one run for shapes static inference cannot settle)")
+    found = done.value.get("shapes", {})
     wanted = set(names)
-    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(out_names, values) if n in wanted}
+    return {n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted}

@@ -52,6 +52,13 @@ def input_dtype(vi: ValueInfoProto) -> int:
     return vi.type.tensor_type.elem_type
 
 
+class _Declared:
+    """A dimension the model declares as 0 or negative."""
+
+    def __init__(self, value: int) -> None:
+        self.value = int(value)
+
+
 def _declared_dims(vi: ValueInfoProto) -> "list[int | str | None]":
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
@@ -60,6 +67,8 @@ def _declared_dims(vi: ValueInfoProto) -> "list[int | str | None]":
     for d in tt.shape.dim:
         if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(int(d.dim_value))
+        elif d.HasField("dim_value"):
+            dims.append(_Declared(d.dim_value))  # 0 (an empty tensor) or negative: not a usable size
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(d.dim_param)
         else:
@@ -104,7 +113,8 @@ def resolve_input_shapes(model: ModelProto, overrides: "dict[str, Shape] | None"
             elif i == 0 and len(declared) >= 2:
                 dims.append(1)  # batch-like leading dimension
             else:
-                label = f"{d!r}" if d else "unknown"
+                label = (f"declared as {d.value}, not a usable size" if isinstance(d, _Declared)
+                         else f"{d!r}" if d else "unknown")
                 raise ShapeError(
                     f"input {vi.name!r}: dimension {i} is {label}; give it with "
                     f"--input-shape {vi.name}={'x'.join(str(x) if isinstance(x, int) else ('1' if j == 0 else 'N') for j, x in enumerate(declared))}"

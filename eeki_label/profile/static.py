@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
-from eeki_label.errors import ShapeError
+from eeki_label.errors import ModelTooLargeError, ShapeError
 from eeki_label.model_io import (
     FLOAT_DTYPES,
     LoadedModel,
@@ -86,6 +86,8 @@ class StaticProfile:
     unresolved_nodes: tuple[str, ...] = field(default=())
     """Compute nodes whose MACs could not be determined because shapes stayed unknown."""
     elapsed_s: float = 0.0
+    activation_peak_node: str = ""
+    """The node whose working set is ``activation_peak_bytes`` (its name, else ``op#index``)."""
 
 
 def _with_fixed_inputs(model: ModelProto, shapes: dict[str, Shape]) -> ModelProto:
@@ -280,6 +282,7 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) ->
     graphs = list(iter_graphs(inferred))
 
     macs = macs_dw = activation = activation_elems = peak = peak_elems = node_count = loops = 0
+    peak_node = ""
     by_op: Counter[str] = Counter()
     hist: Counter[str] = Counter()
     unresolved: list[str] = []
@@ -307,7 +310,8 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) ->
             activation += out_bytes
             out_elems = sum(_elements(types, o) for o in node.output if o)
             activation_elems += out_elems
-            peak = max(peak, out_bytes + in_bytes)
+            if out_bytes + in_bytes > peak:
+                peak, peak_node = out_bytes + in_bytes, (f"{path}/" if path else "") + (node.name or f"{node.op_type}#{i}")
             peak_elems = max(peak_elems, out_elems + sum(_elements(types, x) for x in node.input if x and x not in stored))
 
     inputs = tuple(
@@ -340,7 +344,19 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) ->
         loop_bodies=loops,
         unresolved_nodes=tuple(unresolved),
         elapsed_s=time.perf_counter() - t0,
+        activation_peak_node=peak_node,
     )
+
+
+def check_activation_limit(profile: StaticProfile, max_bytes: "int | None") -> None:
+    """Refuse, before anything runs, a model whose largest single-node working set (activation
+    inputs plus outputs, at the resolved shapes) exceeds ``max_bytes``: onnxruntime could not run it
+    within the same cap. Raises :class:`ModelTooLargeError` (exit code 11)."""
+    if max_bytes and profile.activation_peak_bytes > max_bytes:
+        raise ModelTooLargeError(
+            f"node {profile.activation_peak_node!r} works on {profile.activation_peak_bytes} bytes of activations "
+            f"(inputs plus outputs at the resolved input shapes), over the limit of {max_bytes} bytes "
+            "(raise it with --max-activation-bytes)")
 
 
 def _elements(types, name: str) -> int:

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any, Iterable
 
-from eeki_label.units import j_to_mj, j_to_wh, mb
+from eeki_label.units import j_to_mj, j_to_wh, mb, wh_to_j
 
 CLASSES = ("A", "B", "C", "D", "E", "F", "G")
 #: sRGB approximations of the EU energy label's class colours (Reg. (EU) 2017/1369 delegated acts:
@@ -136,55 +136,16 @@ def flatten(data: Any, prefix: str = "", limit: int = 80) -> list[tuple[str, str
     return rows
 
 
-def _numbers(data: Any, path: str = "") -> Iterable[tuple[str, float]]:
-    if isinstance(data, dict):
-        for k, v in data.items():
-            yield from _numbers(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            name = v.get("name") or v.get("id") or v.get("scenario") if isinstance(v, dict) else None
-            yield from _numbers(v, f"{path}.{name or i}")
-    elif isinstance(data, (int, float)) and not isinstance(data, bool):
-        yield path.lower(), float(data)
-
-
-def _energy_j(path: str, value: float) -> "float | None":
-    """Joules for a field whose name states its unit (``_j``, ``_wh``, ``_kwh``), else None."""
-    leaf = path.rsplit(".", 1)[-1]
-    if re.search(r"(^|_)kwh($|_)", leaf):
-        return value * 3.6e6
-    if re.search(r"(^|_)wh($|_)", leaf):
-        return value * 3600.0
-    if re.search(r"(^|_)j($|_)", leaf):
-        return value
-    return None
-
-
 def transfer_headline(label) -> "dict | None":
-    """Size after NNC and the saving of one transfer, from the label's ``transfer`` section.
-
-    Returns ``{original_bytes, compressed_bytes, ratio, one_time_plain_j, one_time_nnc_j}`` (energies
-    None when the section has no one-time scenario energies), or None without a transfer section."""
-    t = section(label, "transfer")
-    if not t:
+    """Size after NNC and the one-time transfer energies from the label's ``transfer`` section:
+    ``{original_bytes, compressed_bytes, ratio, one_time_plain_j, one_time_nnc_j, codec, qp}``, or None."""
+    t = label.transfer
+    if t is None:
         return None
-    original, compressed = t.get("original_bytes"), t.get("compressed_bytes")
-    out = {"original_bytes": original, "compressed_bytes": compressed,
-           "ratio": compressed / original if original and compressed is not None else None,
-           "one_time_plain_j": None, "one_time_nnc_j": None, "codec": t.get("codec"), "qp": t.get("qp")}
-    plain = nnc = None
-    for path, value in _numbers(t):
-        scenario = re.search(r"one[_-]?time|single|distribution|once", path)
-        energy = _energy_j(path, value)
-        if scenario is None or energy is None or re.search(r"sav|share|co2|eur|cost", path):
-            continue
-        tail = path[scenario.end():]  # what follows the scenario's name: variant and field
-        if re.search(r"uncompressed|plain|raw|without|original|baseline", tail):
-            plain = energy if plain is None else plain
-        elif re.search(r"nnc|compressed|with", tail):
-            nnc = energy if nnc is None else nnc
-    out["one_time_plain_j"], out["one_time_nnc_j"] = plain, nnc
-    return out
+    one = next((x for x in t.scenarios if x.id == "one-time"), None)
+    return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes, "ratio": t.ratio,
+            "one_time_plain_j": wh_to_j(one.uncompressed_wh) if one else None,
+            "one_time_nnc_j": wh_to_j(one.nnc_wh) if one else None, "codec": t.codec, "qp": t.qp}
 
 
 def transfer_text(label) -> "tuple[str, str] | None":
@@ -209,32 +170,16 @@ def transfer_text(label) -> "tuple[str, str] | None":
 
 def recycling_text(label) -> "str | None":
     """One line on the training energy that reuse saves, or None without a recycling section."""
-    r = section(label, "recycling")
-    if not r:
+    r = label.recycling
+    if r is None:
         return None
-    training = r.get("training") if isinstance(r.get("training"), dict) else None
-    if training and isinstance(training.get("scenarios"), list):
-        parts = []
-        for s in training["scenarios"]:
-            if isinstance(s, dict) and s.get("saving_wh") is not None and s.get("id") != "scratch":
-                share = f" ({s['saving_share'] * 100:.0f} %)" if s.get("saving_share") is not None else ""
-                parts.append(f"{s.get('id')} saves {sig(s['saving_wh'], 3)} Wh{share}")
+    if r.training is not None:
+        parts = [f"{x.id} saves {sig(x.saving_wh, 3)} Wh" + (f" ({x.saving_share * 100:.0f} %)" if x.saving_share is not None else "")
+                 for x in r.training.scenarios if x.id != "scratch" and x.saving_wh is not None]
         if parts:
-            basis = "potential, structural match" if r.get("basis") == "structural-match" else "declared base"
+            basis = "potential, structural match" if r.basis == "structural-match" else "declared base"
             return "; ".join(parts) + f" of training from scratch ({basis})"
-    notes = r.get("notes")
-    if isinstance(notes, list) and notes and isinstance(notes[0], str):
-        return one_line(notes[0])
-    best = None
-    for path, value in _numbers(r):
-        leaf = path.rsplit(".", 1)[-1]
-        if re.search(r"sav", path) and _energy_j(path, value) is not None:
-            energy = _energy_j(path, value)
-            if best is None or energy > best[1]:
-                best = (leaf, energy)
-    if best is None:
-        return "recycling assessed: see the recycling section"
-    return f"training energy saved up to {wh(best[1])} Wh"
+    return one_line(r.notes[0]) if r.notes else "recycling assessed: no training saving is credited"
 
 
 def class_bounds(label) -> "tuple[float | None, float | None]":
@@ -260,20 +205,10 @@ def tolerance_text(label) -> str:
 
 
 def transfer_inputs(label) -> "dict | None":
-    """What the HTML what-if needs from the ``transfer`` section: model bytes before and after NNC and,
-    when the section states them, the encode and decode seconds of one model. None without the sizes."""
-    t = section(label, "transfer")
-    if not t or not t.get("original_bytes") or t.get("compressed_bytes") is None:
+    """What the HTML what-if needs from the ``transfer`` section: model bytes before and after NNC and
+    the encode and decode seconds of one model. None without a transfer section."""
+    t = label.transfer
+    if t is None:
         return None
-
-    def find(pattern: str) -> "float | None":
-        for path, value in _numbers(t):
-            if re.search(pattern, path.rsplit(".", 1)[-1]):
-                return value
-        return None
-
-    return {
-        "original_bytes": t["original_bytes"], "compressed_bytes": t["compressed_bytes"],
-        "encode_s": find(r"^encode_(s|seconds|time_s)$"), "decode_s": find(r"^decode_(s|seconds|time_s)$"),
-        "qp": t.get("qp"), "codec": t.get("codec"),
-    }
+    return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes, "encode_s": t.encode_s,
+            "decode_s": t.decode_s, "qp": t.qp, "codec": t.codec}

@@ -38,6 +38,8 @@ def summary(labels) -> str:
     notes = sorted({n for lab in labels.labels for n in lab.label.notes})
     rt = first.runtime
     tail = [f"runtime (this host): median {rt.latency_ms_median:.3g} ms, p90 {rt.latency_ms_p90:.3g} ms over {rt.runs} runs"] if rt else []
+    if first.transfer is not None:
+        tail.append(transfer_line(first.transfer))
     tail += [line for line in [recycling_line(first.recycling)] if line]
     return "\n".join([head, table] + tail + [f"note: {n}" for n in notes])
 
@@ -144,3 +146,47 @@ def rules_table(rule_sets) -> str:
         bounds = ", ".join(f"{c} <= {b:g}" for c, b in r.thresholds) + ", G above"
         out.append(f"{r.id} {r.version} (sha256 {r.sha256[:16]}…): {bounds}; default task {r.default_task}")
     return "\n".join(out)
+
+
+def transfer_line(t) -> str:
+    """One summary line of a label's transfer section."""
+    one = next((x for x in t.scenarios if x.id == "one-time"), None)
+    fed = next((x for x in t.scenarios if x.id == "federated-learning"), None)
+    parts = [f"transfer: {t.original_bytes / 1e6:.3g} MB -> {t.compressed_bytes / 1e6:.3g} MB with NNC "
+             f"({t.ratio * 100:.1f} %), max output error {t.fidelity.max_rel_error * 100:.2g} % "
+             f"(bound {t.fidelity.bound_max_rel_error * 100:g} %, {t.fidelity.calibration} inputs)"]
+    if one:
+        parts.append(f"one-time {one.uncompressed_wh:.3g} -> {one.nnc_wh:.3g} Wh ({-one.nnc_saving_share * 100:+.0f} %)")
+    if fed:
+        parts.append(f"federated {fed.uncompressed_wh:.3g} -> {fed.nnc_wh:.3g} Wh ({-fed.nnc_saving_share * 100:+.0f} %)")
+    return "; ".join(parts)
+
+
+def transfer_table(t, baselines=None) -> str:
+    """The transfer section as tables: sizes and fidelity, then every scenario with and without NNC."""
+    head = (
+        f"{t.standard} via {t.implementation}\n"
+        f"uncompressed {t.original_bytes:,} B; NNC {t.compressed_bytes:,} B ({t.ratio * 100:.1f} %: bitstream "
+        f"{t.bitstream_bytes:,} B + graph {t.graph_bytes:,} B); QP {t.qp.get('min')}..{t.qp.get('max')}; "
+        f"encode {t.encode_s:.2f} s, decode {t.decode_s:.2f} s on this host\n"
+        f"fidelity: max relative output error {t.fidelity.max_rel_error * 100:.2f} % (bound "
+        f"{t.fidelity.bound_max_rel_error * 100:g} %), top-1 agreement {t.fidelity.min_top1_agreement}, "
+        f"{t.fidelity.samples} {t.fidelity.calibration} samples; meets bound: {t.fidelity.meets_bound}\n"
+        f"link {t.link_up_bit_s / 1e6:g}/{t.link_down_bit_s / 1e6:g} Mbit/s up/down, device {t.transfer_power_w:g} W, "
+        f"grid {t.country} {t.grid_g_co2_per_kwh:g} g CO2/kWh, price {t.price_eur_per_kwh} EUR/kWh\n\n"
+    )
+    rows = [[x.id, x.description, f"{x.transfers}/{x.encodes}/{x.decodes}", f"{x.uncompressed_wh:.4g}",
+             f"{x.nnc_wh:.4g}", f"{-x.nnc_saving_share * 100:+.1f} %",
+             f"{x.nnc_delta_wh:.4g}" if x.nnc_delta_wh is not None else "n/a",
+             f"{x.uncompressed_co2_g:.3g} / {x.nnc_co2_g:.3g}"] for x in t.scenarios]
+    out = head + _table(["scenario", "what", "transfers/encodes/decodes", "uncompressed Wh", "NNC Wh", "change",
+                         "NNC delta Wh", "g CO2 (unc./NNC)"], rows)
+    if baselines is not None:
+        b = baselines
+        brow = [["raw float32", f"{b.float32_bytes:,}"],
+                ["zstd-19 (lossless)", f"{b.zstd19_bytes:,}" if b.zstd19_bytes else "n/a"],
+                ["uniform 8-bit + zstd-19", f"{b.uint8_zstd19_bytes:,}" if b.uint8_zstd19_bytes else "n/a"],
+                [f"single-QP NNC (QP {b.single_qp})", f"{b.single_qp_nnc_bytes:,}" if b.single_qp_nnc_bytes else "n/a"],
+                ["eeki-label NNC (per-tensor QPs)", f"{t.bitstream_bytes:,}"]]
+        out += "\n\nbaselines on the same tensors:\n" + _table(["coding", "bytes"], brow)
+    return out

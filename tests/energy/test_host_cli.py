@@ -99,7 +99,7 @@ def test_auditor_workflow_with_a_replayed_trace(model, tmp_path, capsys):
     docs = []
     for _ in range(2):  # a replayed trace gives the identical label, class included
         code, out, err = run(["assess", model, "--measurements", rec, "--trace", trace, "--runs", "0",
-                              "--issued-at", ISSUED, "--json", "-"], capsys)
+                              "--issued-at", ISSUED, "--json", "-", "--no-transfer"], capsys)
         assert code == 0, err
         docs.append(json.loads(out))
     assert docs[0] == docs[1]
@@ -150,7 +150,7 @@ def test_estimated_class_is_identical_on_repeat(cls_model, capsys):
     texts = []
     for _ in range(2):
         code, out, err = run(["assess", cls_model, "--input-shape", "x=1x3x48x192", "-d", "all", "--runs", "0",
-                              "--issued-at", ISSUED, "--json", "-"], capsys)
+                              "--issued-at", ISSUED, "--json", "-", "--no-transfer"], capsys)
         assert code == 0, err
         texts.append(out)
     assert texts[0] == texts[1]  # byte-identical, every class and index included

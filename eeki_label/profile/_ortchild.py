@@ -1,0 +1,141 @@
+"""The child process that runs an untrusted model in onnxruntime (``python -m eeki_label.profile._ortchild``).
+
+Started by :mod:`eeki_label.profile.sandbox`, never imported by the CLI process for running. A model
+is code for onnxruntime: an operator may run for hours inside one kernel (the ``terminate`` run
+option is looked at only between kernels), allocate without bound, or crash the process. Here that
+costs only this child: the parent kills it at its deadline and turns a crash into a one-line error.
+
+Protocol: stdin carries one JSON line (the request) followed by ``model_bytes`` bytes of a serialised
+model when the request has no ``model_path``. stdout carries JSON lines only: ``{"progress": n}``
+after each timed run, then exactly one ``{"ok": {...}}`` or ``{"error": {"kind": ..., "message": ...}}``.
+JSON, not pickle, so that a child subverted by a hostile model cannot run code in the parent.
+
+Imports only numpy, onnxruntime and (for input dtypes) ``onnx.helper``: it starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+#: Request keys: task ("profile" | "probe"), model_path (str | None), model_bytes (int), inputs
+#: ([[name, elem_type, shape], ...]), seed, runs, warmup, threads, time_limit_s (float | None),
+#: arena_bytes (int | None: onnxruntime's CPU working memory cap), data_limit_bytes (int | None:
+#: RLIMIT_DATA of this process, a backstop for memory taken outside the arena).
+
+
+def feeds_from_specs(specs, seed: int):
+    """Deterministic inputs from ``[(name, elem_type, shape), ...]``: floats from a standard normal
+    distribution, booleans true, every other type ones (a valid token id, mask value and length)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    feeds = {}
+    for name, elem, shape in specs:
+        dtype = helper.tensor_dtype_to_np_dtype(elem)
+        shape = tuple(shape)
+        if elem in floats:
+            feeds[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        elif elem == TensorProto.BOOL:
+            feeds[name] = np.ones(shape, dtype=bool)
+        else:
+            feeds[name] = np.ones(shape, dtype=dtype)
+    return feeds
+
+
+def _emit(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _limit_data(limit: "int | None") -> None:
+    if not limit:
+        return
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard == resource.RLIM_INFINITY or hard > limit:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, hard if hard != resource.RLIM_INFINITY else limit))
+    except (ImportError, ValueError, OSError):  # no such limit on this platform: the arena cap still holds
+        pass
+
+
+def _classify(message: str) -> str:
+    low = message.lower()
+    if "terminate" in low:
+        return "time"
+    if "available memory of" in low or "bad_alloc" in low or "bad allocation" in low or "failed to allocate" in low:
+        return "memory"
+    if "not_implemented" in low or "could not find an implementation" in low:
+        return "unsupported"
+    return "runtime"
+
+
+def _session(ort, request, source):
+    so = ort.SessionOptions()
+    so.log_severity_level = 4  # stderr is the parent's one-line error; onnxruntime's own logs stay out of it
+    if request.get("threads"):
+        so.intra_op_num_threads = int(request["threads"])
+    so.inter_op_num_threads = 1
+    arena = request.get("arena_bytes")
+    if arena:
+        mem = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(mem, ort.OrtArenaCfg({"max_mem": int(arena), "arena_extend_strategy": 1}))
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    return ort.InferenceSession(source, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def main() -> int:
+    header = sys.stdin.buffer.readline()
+    request = json.loads(header)
+    model_bytes = None
+    if request.get("model_path") is None:
+        model_bytes = sys.stdin.buffer.read(int(request["model_bytes"]))
+    _limit_data(request.get("data_limit_bytes"))
+    stage = "load"
+    try:
+        import numpy as np
+        import onnxruntime as ort
+
+        run_options = ort.RunOptions()
+        run_options.log_severity_level = 4
+        limit = request.get("time_limit_s")
+        if limit:
+            timer = threading.Timer(float(limit), lambda: setattr(run_options, "terminate", True))
+            timer.daemon = True
+            timer.start()
+        session = _session(ort, request, request.get("model_path") or model_bytes)
+        del model_bytes
+        stage = "run"
+        feeds = feeds_from_specs(request["inputs"], int(request.get("seed", 0)))
+        names = [o.name for o in session.get_outputs()]
+        if request["task"] == "probe":
+            values = session.run(None, feeds, run_options)
+            _emit({"ok": {"shapes": {n: [int(d) for d in np.shape(v)] for n, v in zip(names, values)}}})
+            return 0
+        for _ in range(int(request.get("warmup", 0))):
+            session.run(None, feeds, run_options)
+        samples = []
+        for i in range(int(request["runs"])):
+            t0 = time.perf_counter()
+            session.run(None, feeds, run_options)
+            samples.append((time.perf_counter() - t0) * 1e3)
+            _emit({"progress": i + 1})
+        threads = int(session.get_session_options().intra_op_num_threads)
+        _emit({"ok": {"latencies_ms": samples, "intra_op_threads": threads, "onnxruntime_version": ort.__version__}})
+        return 0
+    except MemoryError as e:
+        _emit({"error": {"kind": "memory", "stage": stage, "message": f"out of memory ({e})"}})
+    except Exception as e:
+        message = " ".join(str(e).split())
+        _emit({"error": {"kind": _classify(message), "stage": stage, "message": message[:600]}})
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

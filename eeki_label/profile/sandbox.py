@@ -1,0 +1,223 @@
+"""Run onnxruntime on an untrusted model in a child process, under a deadline and a memory cap.
+
+Why a process: onnxruntime looks at the ``terminate`` run option only between kernels, so one slow
+operator (a huge MatMul or Conv, a model that computes its own giant shapes) runs on past any time
+limit; an allocation outside its arena is not capped; and a malformed model may crash it (see the
+segfaults in onnxruntime's issue tracker). In a child (:mod:`eeki_label.profile._ortchild`) each of
+these ends as one clear error here:
+
+* the child sets ``terminate`` at the time limit; if a kernel keeps it running, the parent kills it
+  ``grace`` seconds later: :class:`LimitExceededError` (exit code 31);
+* onnxruntime's CPU working memory is an arena capped at ``max_activation_bytes``; a model that needs
+  more fails its allocation: :class:`ModelTooLargeError` (11). The child's data segment is limited
+  too (``RLIMIT_DATA``: the weights several times over plus twice the cap), a backstop for memory
+  taken outside the arena;
+* a crash (a signal) is :class:`RuntimeProfileError` (17), as is any other onnxruntime failure
+  (:class:`UnsupportedOperatorError`, 14, for an operator it has no kernel for).
+
+The child answers in JSON lines only (never pickle), so a subverted child cannot run code here.
+Start-up costs about half a second (numpy, onnxruntime and onnx are imported in the child).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from eeki_label.errors import (
+    LimitExceededError,
+    ModelTooLargeError,
+    RuntimeProfileError,
+    UnsupportedOperatorError,
+)
+
+#: Seconds the parent waits past the time limit (the child's own ``terminate`` comes first) before
+#: it kills the child, plus this share of the limit.
+GRACE_S = 5.0
+GRACE_SHARE = 0.1
+#: Largest JSON line accepted from the child (a progress line is a few bytes; the result a few kB).
+_MAX_LINE = 1 << 22
+#: Memory the child needs besides the weights and the activations (interpreter, numpy,
+#: onnxruntime's code and thread stacks), for the RLIMIT_DATA backstop.
+_BASE_DATA_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    value: dict
+    """The child's ``ok`` object."""
+    elapsed_s: float
+
+
+def run_child(
+    request: dict,
+    model_bytes: "bytes | None" = None,
+    *,
+    time_limit_s: "float | None",
+    max_activation_bytes: "int | None",
+    weight_bytes: int = 0,
+    what: str = "the runtime profile",
+    option: str = "--time-limit",
+    progress=None,
+) -> ChildResult:
+    """Run one request (see :mod:`eeki_label.profile._ortchild`) in a fresh child; raise an EekiError
+    subclass on any failure. ``weight_bytes`` (model file plus external data) sizes the memory backstop."""
+    request = dict(request)
+    request["time_limit_s"] = time_limit_s
+    request["arena_bytes"] = max_activation_bytes
+    if max_activation_bytes:
+        request["data_limit_bytes"] = 4 * int(weight_bytes) + 2 * int(max_activation_bytes) + _BASE_DATA_BYTES
+    if model_bytes is not None:
+        request["model_path"] = None
+        request["model_bytes"] = len(model_bytes)
+    header = (json.dumps(request) + "\n").encode("utf-8")
+
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    t0 = time.monotonic()
+    deadline = None if not time_limit_s else t0 + time_limit_s + GRACE_S + GRACE_SHARE * time_limit_s
+    with tempfile.TemporaryFile() as err:
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "eeki_label.profile._ortchild"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=err, env=env, close_fds=True)
+        except OSError as e:
+            raise RuntimeProfileError(f"cannot start the onnxruntime child process: {e.strerror or e}") from e
+        lines: "queue.Queue[bytes | None]" = queue.Queue()
+        feeder = threading.Thread(target=_feed, args=(child, header, model_bytes), daemon=True)
+        reader = threading.Thread(target=_read, args=(child, lines), daemon=True)
+        feeder.start()
+        reader.start()
+        result = error = None
+        killed = False
+        try:
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    line = lines.get(timeout=timeout)
+                except queue.Empty:
+                    _kill(child)
+                    killed = True
+                    break
+                if line is None:
+                    break
+                msg = _decode(line)
+                if "progress" in msg and progress is not None:
+                    progress(int(msg["progress"]))
+                elif "ok" in msg:
+                    result = msg["ok"]
+                elif "error" in msg:
+                    error = msg["error"]
+            code = child.wait(timeout=30)
+        except BaseException:
+            _kill(child)
+            raise
+        finally:
+            _kill(child)
+            feeder.join(timeout=5)
+            reader.join(timeout=5)
+        elapsed = time.monotonic() - t0
+        if killed:
+            raise LimitExceededError(
+                f"{what} exceeded its time limit of {time_limit_s:g} s ({option}); onnxruntime was stopped "
+                f"after {elapsed:.0f} s")
+        if error is not None:
+            raise _error(error, what, time_limit_s, option, max_activation_bytes)
+        if result is None or code != 0:
+            err.seek(0)
+            tail = " ".join(err.read()[-2000:].decode("utf-8", "replace").split())[-300:]
+            raise _crash(code, tail, what, max_activation_bytes)
+        return ChildResult(result, elapsed)
+
+
+def _feed(child, header: bytes, model_bytes: "bytes | None") -> None:
+    try:
+        child.stdin.write(header)
+        if model_bytes is not None:
+            child.stdin.write(model_bytes)
+        child.stdin.close()
+    except (OSError, ValueError):  # the child died before reading everything: its exit tells why
+        pass
+
+
+def _read(child, lines: "queue.Queue[bytes | None]") -> None:
+    try:
+        while True:
+            line = child.stdout.readline(_MAX_LINE)
+            if not line:
+                break
+            lines.put(line)
+    except (OSError, ValueError):
+        pass
+    finally:
+        lines.put(None)
+
+
+def _decode(line: bytes) -> dict:
+    try:
+        msg = json.loads(line)
+    except ValueError as e:
+        raise RuntimeProfileError("the onnxruntime child process answered something that is not JSON") from e
+    if not isinstance(msg, dict):
+        raise RuntimeProfileError("the onnxruntime child process answered something that is not a JSON object")
+    return msg
+
+
+def _kill(child) -> None:
+    if child.poll() is None:
+        try:
+            child.kill()
+        except OSError:
+            pass
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _error(error: dict, what: str, time_limit_s, option: str, max_activation_bytes):
+    kind = str(error.get("kind"))
+    full = str(error.get("message", ""))
+    message = full[:300]
+    if kind == "time":
+        return LimitExceededError(f"{what} exceeded its time limit of {time_limit_s:g} s ({option})")
+    if kind == "memory":
+        cap = f" of {max_activation_bytes} bytes (raise it with --max-activation-bytes)" if max_activation_bytes else ""
+        asked = re.search(r"requested bytes of (\d+)", full)
+        node = re.search(r"running (\S+) node", full)
+        detail = (f"{node.group(1) + ' node' if node else 'an operator'} asked for {asked.group(1)} bytes" if asked
+                  else message)
+        return ModelTooLargeError(f"{what}: onnxruntime needed more working memory than the limit{cap}; {detail}")
+    if kind == "unsupported":
+        return UnsupportedOperatorError(f"onnxruntime cannot run this model: {message}")
+    if error.get("stage") == "load":
+        return RuntimeProfileError(f"onnxruntime could not load the model: {message}")
+    return RuntimeProfileError(f"onnxruntime failed to run the model: {message}")
+
+
+def _crash(code: "int | None", tail: str, what: str, max_activation_bytes):
+    if "bad_alloc" in tail or "MemoryError" in tail:
+        return ModelTooLargeError(f"{what}: onnxruntime ran out of memory (limit {max_activation_bytes} bytes of "
+                                  "working memory, --max-activation-bytes)")
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == getattr(signal, "SIGKILL", 9):  # the kernel's OOM killer, typically
+            return ModelTooLargeError(f"{what}: onnxruntime was killed ({name}), most likely out of memory; lower "
+                                      "--max-activation-bytes or free memory")
+        return RuntimeProfileError(f"onnxruntime crashed during {what} ({name}){': ' + tail if tail else ''}")
+    return RuntimeProfileError(f"onnxruntime ended during {what} without a result (exit code {code})"
+                               f"{': ' + tail if tail else ''}")

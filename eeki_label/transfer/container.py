@@ -1,0 +1,126 @@
+"""The self-describing file around the NNC bitstream (``.eeki-nnc``).
+
+Layout (all integers little-endian)::
+
+    magic        8 bytes   b"EEKINNC\\x00"
+    version      u16       CONTAINER_VERSION
+    header_len   u32       length of the compressed header
+    header       zlib-compressed UTF-8 JSON (below)
+    nnc          header["nnc_bytes"] bytes: one ISO/IEC 15938-17 bitstream (decodable by nncodec)
+    raw          header["raw_bytes"] bytes: zlib-compressed concatenation of serialised TensorProtos
+
+Header JSON::
+
+    {"model_sha256": hex,          # the model these tensors belong to (the new model for a delta)
+     "base_sha256": hex | null,    # a delta: the previous model the receiver holds
+     "keys_sha256": hex,           # sha256 of the newline-joined stored-tensor keys (same graph check)
+     "tensor_count": int,          # stored tensors in the model
+     "payload_sha256": hex,        # sha256 of nnc + raw: detects corruption before decoding
+     "nnc_bytes": int, "raw_bytes": int,
+     "tensors": [[index, mode, offset, length], ...]}
+
+``index`` is the tensor's position in :func:`eeki_label.model_io.iter_stored_tensors` order, so the
+bitstream maps back to tensors by key on the same graph. ``mode`` is ``nnc`` (absolute, NNC tensor
+``t<index>``), ``delta`` (NNC tensor ``t<index>`` added to the base model's tensor), ``raw`` (a
+serialised TensorProto at ``offset``/``length`` in the decompressed raw section, bit-exact) or
+``same`` (the base model's tensor unchanged; deltas only). Tensors the list omits are kept as they
+are in the model given to the decoder (only possible for deltas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+from eeki_label.errors import TransferError
+
+MAGIC = b"EEKINNC\x00"
+CONTAINER_VERSION = 1
+MODES = ("nnc", "delta", "raw", "same")
+_FIXED = struct.Struct("<8sHI")
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    mode: str
+    offset: int = 0
+    length: int = 0
+
+
+@dataclass(frozen=True)
+class Container:
+    model_sha256: str
+    base_sha256: str | None
+    keys_sha256: str
+    tensor_count: int
+    entries: tuple[Entry, ...]
+    nnc: bytes
+    raw: bytes
+    """The decompressed raw section."""
+
+
+def keys_digest(keys: "list[str]") -> str:
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
+
+
+def pack(c: Container) -> bytes:
+    raw_z = zlib.compress(c.raw, 9) if c.raw else b""
+    header = {
+        "model_sha256": c.model_sha256,
+        "base_sha256": c.base_sha256,
+        "keys_sha256": c.keys_sha256,
+        "tensor_count": c.tensor_count,
+        "payload_sha256": hashlib.sha256(c.nnc + raw_z).hexdigest(),
+        "nnc_bytes": len(c.nnc),
+        "raw_bytes": len(raw_z),
+        "tensors": [[e.index, e.mode, e.offset, e.length] for e in c.entries],
+    }
+    hz = zlib.compress(json.dumps(header, separators=(",", ":")).encode("utf-8"), 9)
+    return _FIXED.pack(MAGIC, CONTAINER_VERSION, len(hz)) + hz + c.nnc + raw_z
+
+
+def header_size(blob: bytes) -> int:
+    """Bytes before the NNC bitstream (fixed part plus compressed header)."""
+    _, _, n = _FIXED.unpack_from(blob, 0)
+    return _FIXED.size + n
+
+
+def unpack(blob: bytes) -> Container:
+    """Parse and integrity-check a container; any defect raises TransferError."""
+    if len(blob) < _FIXED.size:
+        raise TransferError("not an eeki-label NNC bitstream (file too short)")
+    magic, version, hlen = _FIXED.unpack_from(blob, 0)
+    if magic != MAGIC:
+        raise TransferError("not an eeki-label NNC bitstream (bad magic bytes)")
+    if version != CONTAINER_VERSION:
+        raise TransferError(f"NNC bitstream container version {version} is not supported (this tool reads "
+                            f"version {CONTAINER_VERSION})")
+    end = _FIXED.size + hlen
+    if end > len(blob):
+        raise TransferError("NNC bitstream is truncated (header)")
+    try:
+        header = json.loads(zlib.decompress(blob[_FIXED.size:end]).decode("utf-8"))
+        nnc_len, raw_len = int(header["nnc_bytes"]), int(header["raw_bytes"])
+        entries = tuple(Entry(int(i), str(m), int(o), int(n)) for i, m, o, n in header["tensors"])
+        model_sha, base_sha = str(header["model_sha256"]), header["base_sha256"]
+        keys_sha, count, payload_sha = str(header["keys_sha256"]), int(header["tensor_count"]), str(header["payload_sha256"])
+    except (zlib.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise TransferError(f"NNC bitstream header is corrupt ({type(e).__name__})") from e
+    if nnc_len < 0 or raw_len < 0 or end + nnc_len + raw_len != len(blob):
+        raise TransferError(f"NNC bitstream is truncated or has trailing bytes (expected {end + nnc_len + raw_len} "
+                            f"bytes, got {len(blob)})")
+    payload = blob[end:]
+    if hashlib.sha256(payload).hexdigest() != payload_sha:
+        raise TransferError("NNC bitstream is corrupt (payload checksum mismatch)")
+    if any(e.mode not in MODES for e in entries):
+        raise TransferError("NNC bitstream header names an unknown tensor mode")
+    try:
+        raw = zlib.decompress(payload[nnc_len:]) if raw_len else b""
+    except zlib.error as e:
+        raise TransferError("NNC bitstream raw section is corrupt") from e
+    return Container(model_sha, base_sha if base_sha is None else str(base_sha), keys_sha, count, entries,
+                     bytes(payload[:nnc_len]), raw)

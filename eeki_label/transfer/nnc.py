@@ -1,0 +1,539 @@
+"""Encode a model's weights with NNC (ISO/IEC 15938-17) under a fidelity bound, and decode them.
+
+:func:`encode_model` codes every float tensor the model stores (initializers, ``Constant`` nodes,
+tensors in If/Loop/Scan bodies) with the NNC reference codec, sends small and structural tensors
+bit-exactly, picks per-tensor quantisation parameters so that the reconstructed model stays within
+a :class:`~eeki_label.transfer.fidelity.FidelityBound` on calibration inputs, writes the result into
+a self-describing container (:mod:`eeki_label.transfer.container`), decodes that container again,
+and checks that the reconstructed model runs in onnxruntime and meets the bound.
+
+With ``previous`` it codes the update instead (delta coding): ``new - old`` for every float tensor
+that changed, nothing for tensors that did not, and :func:`decode_bitstream` rebuilds the new model
+from the previous model plus the bitstream.
+
+Units: sizes in bytes, times in seconds (wall clock), QP at nncodec's ``qp_density`` 2 (step
+doubles every 4 QP), errors dimensionless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from onnx import ModelProto, TensorProto, numpy_helper
+
+from eeki_label.errors import TransferError
+from eeki_label.model_io import (
+    FLOAT_DTYPES,
+    LoadedModel,
+    TensorRef,
+    iter_graphs,
+    iter_stored_tensors,
+    materialize,
+    tensor_array,
+    tensor_nbytes,
+)
+from eeki_label.transfer import _nncore
+from eeki_label.transfer.container import Container, Entry, header_size, keys_digest, pack, unpack
+from eeki_label.transfer.fidelity import (
+    Fidelity,
+    FidelityBound,
+    Reference,
+    WeightFeedRunner,
+    calibration_feeds,
+    compare,
+    run_model,
+)
+from eeki_label.transfer.search import Candidate, Evaluator, Plan, search_single_qp, search_sensitivity
+
+#: Float tensors with fewer elements than this are sent bit-exactly (scalars, tiny vectors, scales).
+MIN_CODED_ELEMENTS = 16
+#: Inputs of operators that carry shapes, indices, scales or bounds rather than weights, or that the
+#: output depends on non-linearly (batch-norm variance, divisors): a float tensor feeding one of these
+#: positions is sent bit-exactly whatever its size (Resize scales that come back as 1.9999981 break
+#: the model; a batch-norm variance of 0.005 rounded to 0 multiplies a channel by 14).
+STRUCTURAL_INPUTS: dict[str, frozenset[int]] = {
+    "Reshape": frozenset({1}), "Expand": frozenset({1}), "Tile": frozenset({1}),
+    "Slice": frozenset({1, 2, 3, 4}), "Pad": frozenset({1, 2, 3}), "Resize": frozenset({1, 2, 3}),
+    "Upsample": frozenset({1}), "ConstantOfShape": frozenset({0}), "Range": frozenset({0, 1, 2}),
+    "TopK": frozenset({1}), "Squeeze": frozenset({1}), "Unsqueeze": frozenset({1}),
+    "Split": frozenset({1}), "OneHot": frozenset({1, 2}), "Clip": frozenset({1, 2}),
+    "Pow": frozenset({1}), "QuantizeLinear": frozenset({1, 2}), "DequantizeLinear": frozenset({1, 2}),
+    "NonMaxSuppression": frozenset({2, 3, 4}), "CenterCropPad": frozenset({1}), "Col2Im": frozenset({1, 2}),
+    "ReduceSum": frozenset({1}), "ReduceMean": frozenset({1}), "ReduceMax": frozenset({1}),
+    "ReduceMin": frozenset({1}), "ReduceProd": frozenset({1}), "ReduceL2": frozenset({1}),
+    # divisors: the output depends on 1/value, so a small value rounded towards zero explodes
+    "BatchNormalization": frozenset({4}), "Div": frozenset({1}),
+    "GatherElements": frozenset({1}), "Gather": frozenset({1}), "ScatterND": frozenset({1}),
+    "ScatterElements": frozenset({1}), "Trilu": frozenset({1}), "RoiAlign": frozenset({2}),
+}
+#: Input elements the sensitivity runs may use per probe (1 sample of 3x640x640 or 3x224x224, 9 of 3x48x192).
+SENSITIVITY_INPUT_ELEMENTS = 250_000
+_CODED_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16})
+STRATEGIES = ("sensitivity", "single-qp")
+
+
+@dataclass(frozen=True)
+class TensorChoice:
+    """How one stored tensor travels."""
+
+    key: str
+    mode: str
+    """``nnc`` (quantised, NNC-coded), ``delta`` (update NNC-coded), ``raw`` (bit-exact), ``same`` (unchanged)."""
+    shape: tuple[int, ...]
+    dtype: int
+    """ONNX TensorProto data type."""
+    original_bytes: int
+    qp: int | None
+    step: float | None
+    """Quantiser step size (same unit as the tensor's values); None unless NNC-coded."""
+    coded_bytes: int | None
+    """Bytes of the tensor's NNC data unit, or of its serialised TensorProto (raw, before zlib)."""
+    reason: str
+    """Why raw/same, or the strategy that chose the QP."""
+
+
+@dataclass(frozen=True)
+class QpSummary:
+    """QPs used by the NNC-coded tensors (None when none is coded)."""
+
+    min: int | None
+    median: float | None
+    max: int | None
+    distinct: int
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Other ways to send the same NNC-coded tensors, for comparison. Bytes; fidelity like the result's."""
+
+    float32_bytes: int
+    """The coded tensors as raw float32."""
+    zstd19_bytes: int | None
+    """Their float32 bytes compressed with zstd level 19 (lossless); None without ``zstandard``."""
+    uint8_zstd19_bytes: int | None
+    """Per-tensor min/max uniform 8-bit quantisation (plus 8 bytes of scale/offset per tensor), zstd-19."""
+    uint8_fidelity: Fidelity | None
+    single_qp: int | None
+    """The coarsest single QP (rank >= 2 tensors; rank-1 at -75) meeting the bound."""
+    single_qp_nnc_bytes: int | None
+    single_qp_fidelity: Fidelity | None
+    single_qp_search_s: float | None
+    single_qp_entropy_coding_s: float | None
+
+
+@dataclass(frozen=True)
+class NncResult:
+    """The outcome of :func:`encode_model`. Sizes in bytes, times in seconds."""
+
+    original_bytes: int
+    """All tensors the model stores, at their declared sizes."""
+    coded_float_bytes: int
+    """The NNC-coded tensors as float32 (what a float32 transfer of them would take)."""
+    compressed_bytes: int
+    """The whole container: header, NNC bitstream, raw section."""
+    nnc_bytes: int
+    """The NNC bitstream alone."""
+    raw_section_bytes: int
+    header_bytes: int
+    ratio: float
+    """compressed_bytes / original_bytes."""
+    nnc_ratio: float
+    """nnc_bytes / coded_float_bytes: the NNC bitstream as a fraction of the float32 bytes it replaces."""
+    qp: QpSummary
+    tensors: tuple[TensorChoice, ...]
+    fidelity: Fidelity
+    """Of the decoded, reconstructed model, run in onnxruntime against the original."""
+    bound: FidelityBound
+    calibration: str
+    """``calibration data`` or ``synthetic``."""
+    calibration_samples: int
+    strategy: str
+    search_iterations: int
+    sensitivity_runs: int
+    encode_s: float
+    """Search plus entropy coding plus container (not the decode check, not the baselines)."""
+    search_s: float
+    entropy_coding_s: float
+    decode_s: float
+    """Decoding the container and writing the tensors into a copy of the model."""
+    delta: bool
+    base_sha256: str | None
+    model_sha256: str
+    baselines: Baselines | None
+    bitstream: bytes = field(repr=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Which tensors are coded
+
+
+def _consumers(model: ModelProto) -> dict[str, set[tuple[str, int]]]:
+    out: dict[str, set[tuple[str, int]]] = {}
+    for _, g in iter_graphs(model):
+        for node in g.node:
+            for i, name in enumerate(node.input):
+                if name:
+                    out.setdefault(name, set()).add((node.op_type, i))
+    for fn in model.functions:
+        for node in fn.node:
+            for i, name in enumerate(node.input):
+                if name:
+                    out.setdefault(name, set()).add((node.op_type, i))
+    return out
+
+
+def _tensor_value_name(ref: TensorRef) -> str:
+    if ref.kind == "constant":
+        return ref.key.rsplit("constant:", 1)[1].split("~")[0]
+    return ref.tensor.name
+
+
+def raw_reason(ref: TensorRef, consumers: Mapping[str, set], min_elements: int = MIN_CODED_ELEMENTS) -> str | None:
+    """Why ``ref`` must be sent bit-exactly, or None if it may be NNC-coded (values not inspected)."""
+    t = ref.tensor
+    if t.data_type not in FLOAT_DTYPES:
+        return "not a float tensor"
+    if t.data_type not in _CODED_TYPES:
+        return "float type NNC does not code here (double/bfloat16)"
+    if ref.kind == "sparse":
+        return "sparse tensor"
+    if ref.graph_path.startswith("fn:"):
+        return "inside a function body"
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    if n < min_elements:
+        return f"small (< {min_elements} elements)"
+    for op, idx in consumers.get(_tensor_value_name(ref), ()):
+        if idx in STRUCTURAL_INPUTS.get(op, ()):
+            return f"input {idx} of {op} (structural or non-linear)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _serialise_raw(arr_tensor: TensorProto) -> bytes:
+    t = TensorProto()
+    t.CopyFrom(arr_tensor)
+    t.name = ""
+    return t.SerializeToString()
+
+
+def _inline_tensor(loaded: LoadedModel, t: TensorProto) -> TensorProto:
+    if t.data_location != TensorProto.EXTERNAL:
+        return t
+    return numpy_helper.from_array(tensor_array(loaded, t), t.name)
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def encode_model(
+    loaded: LoadedModel,
+    shapes: Mapping[str, tuple[int, ...]],
+    bound: FidelityBound = FidelityBound(),
+    calibration: "Mapping[str, np.ndarray] | None" = None,
+    previous: LoadedModel | None = None,
+    time_limit_s: float | None = None,
+    *,
+    strategy: str = "sensitivity",
+    baselines: bool = False,
+    workers: int | None = None,
+    calibration_samples: int = 4,
+    sensitivity_samples: int | None = None,
+    max_units: int = 48,
+    margin: float = 0.7,
+    seed: int = 0,
+) -> NncResult:
+    """Encode ``loaded``'s weights (or, with ``previous``, its update against ``previous``).
+
+    ``shapes`` are the resolved input shapes; ``calibration`` maps input names to arrays (see
+    :func:`~eeki_label.transfer.fidelity.calibration_feeds`), else ``calibration_samples`` synthetic
+    feeds are used. ``sensitivity_samples`` of them (default: as many as hold
+    :data:`SENSITIVITY_INPUT_ELEMENTS` input elements together, at least one) drive the sensitivity
+    measurement over at most ``max_units`` tensor groups; all of them the fidelity checks. Nothing
+    depends on timings, so the same inputs give the same bitstream. ``time_limit_s`` bounds the encoding (LimitExceededError). ``baselines``
+    also computes zstd, 8-bit and single-QP figures (slower: zstd-19 runs at a few MB/s).
+    ``workers`` processes entropy-code large models in parallel (default: the usable CPUs).
+    ``margin`` (0 < margin <= 1) makes the search aim at ``margin * bound.max_rel_error`` on the
+    calibration inputs, so that inputs it was not tuned on stay within the bound too; the decoded
+    model is then checked against the bound itself.
+    """
+    if not 0.0 < margin <= 1.0:
+        raise TransferError(f"margin must be in (0, 1], got {margin}")
+    if strategy not in STRATEGIES:
+        raise TransferError(f"unknown NNC strategy {strategy!r}; choose one of {STRATEGIES}")
+    t_start = time.perf_counter()
+    workers = _nncore.default_workers() if workers is None else max(1, int(workers))
+    _nncore._core()  # fail early, with the install hint, if the codec is missing
+
+    refs = list(iter_stored_tensors(loaded.proto))
+    keys = [r.key for r in refs]
+    consumers = _consumers(loaded.proto)
+    prev_refs: dict[str, TensorRef] = {}
+    if previous is not None:
+        prev_refs = {r.key: r for r in iter_stored_tensors(previous.proto)}
+
+    modes: list[str] = []
+    reasons: list[str] = []
+    cands: list[Candidate] = []
+    cand_index: dict[str, int] = {}
+    raw_blobs: dict[int, bytes] = {}
+    for i, ref in enumerate(refs):
+        why = raw_reason(ref, consumers)
+        prev = prev_refs.get(ref.key)
+        if prev is not None:
+            same_decl = prev.tensor.data_type == ref.tensor.data_type and list(prev.tensor.dims) == list(ref.tensor.dims)
+            if same_decl:
+                a_new = tensor_array(loaded, ref.tensor)
+                a_old = tensor_array(previous, prev.tensor)
+                if _same_values(a_new, a_old):
+                    modes.append("same")
+                    reasons.append("unchanged since the previous model")
+                    continue
+                if why is None and np.all(np.isfinite(a_new)) and np.all(np.isfinite(a_old)):
+                    old32 = a_old.astype(np.float32)
+                    cands.append(Candidate(ref.key, (a_new.astype(np.float32) - old32), old32))
+                    cand_index[ref.key] = i
+                    modes.append("delta")
+                    reasons.append(strategy)
+                    continue
+        if why is None:
+            arr = tensor_array(loaded, ref.tensor)
+            if not np.all(np.isfinite(arr)):
+                why = "contains NaN or infinity"
+            else:
+                cands.append(Candidate(ref.key, np.ascontiguousarray(arr, dtype=np.float32)))
+                cand_index[ref.key] = i
+                modes.append("nnc")
+                reasons.append(strategy)
+                continue
+        modes.append("raw")
+        reasons.append(why)
+        raw_blobs[i] = _serialise_raw(_inline_tensor(loaded, ref.tensor))
+
+    # calibration, reference outputs and the weight-feeding runner
+    feeds, source = calibration_feeds(loaded.proto, shapes, calibration, calibration_samples, seed)
+    runner = WeightFeedRunner(loaded, [c.key for c in cands])
+    runner.set_defaults({c.key: (c.signal if c.base is None else c.signal + c.base) for c in cands})
+    ref_out = runner.run({}, feeds)
+    if sensitivity_samples is None:  # deterministic: from the input size, never from timings
+        per_sample = sum(int(a.size) for a in feeds[0].values())
+        sensitivity_samples = int(SENSITIVITY_INPUT_ELEMENTS // max(per_sample, 1))
+    sens_feeds = feeds[: max(1, min(sensitivity_samples, len(feeds)))]
+    base_out = None
+    if previous is not None:
+        base_out = runner.run({c.key: c.base for c in cands if c.base is not None}, feeds)
+    reference = Reference.of(runner.output_names, ref_out, base_out)
+    sens_ref = Reference.of(runner.output_names, ref_out[: len(sens_feeds)],
+                            None if base_out is None else base_out[: len(sens_feeds)])
+    search_bound = FidelityBound(bound.max_rel_error * margin, bound.min_top1_agreement, bound.rel_error_on_classifiers)
+
+    evaluator = Evaluator(
+        lambda w: compare(sens_ref, runner.run(w, sens_feeds), search_bound).score(),
+        lambda w: compare(reference, runner.run(w, feeds), search_bound),
+    )
+    if strategy == "sensitivity":
+        plan = search_sensitivity(cands, evaluator, search_bound, max_units=max_units,
+                                  time_limit_s=time_limit_s, clock_start=t_start, seed=seed)
+    else:
+        plan = search_single_qp(cands, evaluator, search_bound, time_limit_s=time_limit_s, clock_start=t_start)
+    search_s = time.perf_counter() - t_start
+
+    # entropy coding, once
+    t_ec = time.perf_counter()
+    items = [_nncore.CodedTensor(f"t{cand_index[c.key]}", plan.levels[c.key], plan.qps[c.key]) for c in cands]
+    nnc_stream, unit_bytes = _nncore.encode(items, workers)
+    entropy_s = time.perf_counter() - t_ec
+
+    entries, raw_parts, offset = [], [], 0
+    for i, mode in enumerate(modes):
+        if mode == "raw":
+            blob = raw_blobs[i]
+            entries.append(Entry(i, "raw", offset, len(blob)))
+            raw_parts.append(blob)
+            offset += len(blob)
+        else:
+            entries.append(Entry(i, mode))
+    container = Container(loaded.sha256, previous.sha256 if previous is not None else None, keys_digest(keys),
+                          len(refs), tuple(entries), nnc_stream, b"".join(raw_parts))
+    blob = pack(container)
+    encode_s = time.perf_counter() - t_start
+    base = compute_baselines(cands, evaluator, search_bound, workers) if baselines else None
+    # free the search's arrays before decoding: peak memory is then the decode's, not the sum
+    coded_bytes = {c.key: n for c, n in zip(cands, unit_bytes)}
+    coded_float_bytes = sum(c.n * 4 for c in cands)
+    plan_qps = dict(plan.qps)
+    search_stats = (plan.strategy, plan.iterations, plan.sensitivity_runs)
+    runner = evaluator = items = plan = cands = None  # noqa: F841 (drop the references)
+
+    # decode what we wrote, and check the reconstructed model for real
+    t_dec = time.perf_counter()
+    recon = decode_bitstream(blob, previous if previous is not None else loaded, workers=workers)
+    decode_s = time.perf_counter() - t_dec
+    fidelity = _final_fidelity(loaded, previous, recon, feeds, bound)
+    if not fidelity.meets:
+        raise TransferError(
+            f"the decoded model misses the fidelity bound (relative error {fidelity.max_rel_error:.4g}, "
+            f"bound {bound.max_rel_error:g}) although the search met it: onnxruntime differs between runs?")
+
+    choices = []
+    for i, ref in enumerate(refs):
+        mode = modes[i]
+        qp = plan_qps.get(ref.key) if mode in ("nnc", "delta") else None
+        choices.append(TensorChoice(
+            key=ref.key, mode=mode, shape=tuple(int(d) for d in ref.tensor.dims), dtype=int(ref.tensor.data_type),
+            original_bytes=tensor_nbytes(ref.tensor), qp=qp,
+            step=_nncore.step_for_qp(qp) if qp is not None else None,
+            coded_bytes=coded_bytes.get(ref.key) if mode in ("nnc", "delta") else (len(raw_blobs[i]) if mode == "raw" else None),
+            reason=reasons[i]))
+    qps = [c.qp for c in choices if c.qp is not None]
+    qp_summary = QpSummary(min(qps), float(statistics.median(qps)), max(qps), len(set(qps))) if qps else QpSummary(None, None, None, 0)
+    original_bytes = sum(tensor_nbytes(r.tensor) for r in refs)
+    hdr = header_size(blob)
+    raw_section = len(blob) - hdr - len(nnc_stream)
+
+    return NncResult(
+        original_bytes=original_bytes, coded_float_bytes=coded_float_bytes, compressed_bytes=len(blob),
+        nnc_bytes=len(nnc_stream), raw_section_bytes=raw_section, header_bytes=hdr,
+        ratio=len(blob) / original_bytes if original_bytes else 1.0,
+        nnc_ratio=len(nnc_stream) / coded_float_bytes if coded_float_bytes else 1.0,
+        qp=qp_summary, tensors=tuple(choices), fidelity=fidelity, bound=bound, calibration=source,
+        calibration_samples=len(feeds), strategy=search_stats[0], search_iterations=search_stats[1],
+        sensitivity_runs=search_stats[2], encode_s=encode_s, search_s=search_s,
+        entropy_coding_s=entropy_s, decode_s=decode_s, delta=previous is not None,
+        base_sha256=previous.sha256 if previous is not None else None, model_sha256=loaded.sha256,
+        baselines=base, bitstream=blob)
+
+
+def _original_outputs(loaded: LoadedModel, feeds) -> tuple[list[str], list[list[np.ndarray]]]:
+    return run_model(str(loaded.path), feeds)  # the checked file itself (external data stays on disk)
+
+
+def _final_fidelity(loaded, previous, recon: ModelProto, feeds, bound: FidelityBound) -> Fidelity:
+    names, ref = _original_outputs(loaded, feeds)
+    base = _original_outputs(previous, feeds)[1] if previous is not None else None
+    _, out = run_model(recon, feeds)
+    return compare(Reference.of(names, ref, base), out, bound)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_bitstream(bitstream: bytes, loaded: LoadedModel, workers: int | None = None) -> ModelProto:
+    """Rebuild the reconstructed model from a container and the model it belongs to.
+
+    For a full bitstream ``loaded`` must be the encoded model (same sha256); for a delta it must be
+    the previous model the delta was made against. Returns a new ModelProto with every tensor
+    inline; ``loaded`` is not changed.
+    """
+    c = unpack(bytes(bitstream))
+    if c.base_sha256 is not None:
+        if loaded.sha256 != c.base_sha256:
+            raise TransferError(
+                f"this bitstream is an update against the model with sha256 {c.base_sha256[:16]}..., but "
+                f"{loaded.name} has sha256 {loaded.sha256[:16]}...: pass the previous model it was made against")
+    elif loaded.sha256 != c.model_sha256:
+        raise TransferError(
+            f"this bitstream belongs to the model with sha256 {c.model_sha256[:16]}..., but {loaded.name} "
+            f"has sha256 {loaded.sha256[:16]}...: pass the model it was encoded from")
+    model = materialize(loaded)
+    refs = list(iter_stored_tensors(model))
+    if len(refs) != c.tensor_count or keys_digest([r.key for r in refs]) != c.keys_sha256:
+        raise TransferError("the model's stored tensors do not match the bitstream's (different graph)")
+    workers = _nncore.default_workers() if workers is None else max(1, int(workers))
+    total = sum(int(np.prod(refs[e.index].tensor.dims)) for e in c.entries if e.mode in ("nnc", "delta")
+                if e.index < len(refs))
+    decoded = _nncore.decode(c.nnc, workers, total) if c.nnc else {}
+    for e in c.entries:
+        if not 0 <= e.index < len(refs):
+            raise TransferError("NNC bitstream names a tensor index outside the model")
+        ref = refs[e.index]
+        t = ref.tensor
+        if e.mode in ("nnc", "delta"):
+            arr = decoded.get(f"t{e.index}")
+            shape = tuple(int(d) for d in t.dims)
+            if arr is None:
+                raise TransferError(f"NNC bitstream lacks tensor t{e.index} ({ref.key})")
+            if arr.size != int(np.prod(shape)):
+                raise TransferError(f"NNC tensor t{e.index} has {arr.size} elements; {ref.key} needs {shape}")
+            arr = arr.reshape(shape)
+            if e.mode == "delta":
+                arr = numpy_helper.to_array(t).astype(np.float32) + arr
+            dtype = np.float16 if t.data_type == TensorProto.FLOAT16 else np.float32
+            t.CopyFrom(numpy_helper.from_array(arr.astype(dtype), t.name))
+        elif e.mode == "raw":
+            if e.offset < 0 or e.offset + e.length > len(c.raw):
+                raise TransferError("NNC bitstream raw entry points outside the raw section")
+            new = TensorProto()
+            try:
+                new.ParseFromString(c.raw[e.offset:e.offset + e.length])
+            except Exception as err:
+                raise TransferError(f"raw tensor for {ref.key} is corrupt") from err
+            name = t.name
+            t.CopyFrom(new)
+            t.name = name
+    return model
+
+
+def bitstream_info(bitstream: bytes) -> dict:
+    """What a container says about itself (for ``decode`` messages and tests)."""
+    c = unpack(bytes(bitstream))
+    counts: dict[str, int] = {}
+    for e in c.entries:
+        counts[e.mode] = counts.get(e.mode, 0) + 1
+    return {"model_sha256": c.model_sha256, "base_sha256": c.base_sha256, "tensor_count": c.tensor_count,
+            "nnc_bytes": len(c.nnc), "modes": counts,
+            "nnc_sha256": hashlib.sha256(c.nnc).hexdigest()}
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines
+
+
+def compute_baselines(cands, evaluator: Evaluator, bound: FidelityBound, workers: int,
+                      time_limit_s: float | None = None) -> Baselines:
+    """zstd-19, uniform 8-bit + zstd-19 and single-QP NNC on the NNC-coded tensors."""
+    float32 = b"".join(np.ascontiguousarray(c.signal, dtype=np.float32).tobytes() for c in cands)
+    zstd19 = u8z = None
+    u8_fid = None
+    try:
+        import zstandard
+    except ImportError:
+        zstandard = None
+    q8, recon = [], {}
+    for c in cands:
+        x = c.signal
+        lo, hi = float(x.min()), float(x.max())
+        scale = (hi - lo) / 255.0 if hi > lo else 1.0
+        q = np.clip(np.round((x - lo) / scale), 0, 255).astype(np.uint8)
+        q8.append(q.tobytes())
+        rec = (q.astype(np.float32) * np.float32(scale) + np.float32(lo))
+        recon[c.key] = rec if c.base is None else rec + c.base
+    if cands:
+        u8_fid = evaluator.fidelity(recon)
+    del recon
+    if zstandard is not None:
+        cctx = zstandard.ZstdCompressor(level=19)
+        zstd19 = len(cctx.compress(float32))
+        u8z = len(cctx.compress(b"".join(q8))) + 8 * len(cands)
+    single = sbytes = sfid = ss = se = None
+    if cands:
+        plan: Plan = search_single_qp(cands, evaluator, bound, time_limit_s=time_limit_s)
+        t = time.perf_counter()
+        items = [_nncore.CodedTensor(f"t{i}", plan.levels[c.key], plan.qps[c.key]) for i, c in enumerate(cands)]
+        stream, _ = _nncore.encode(items, workers)
+        se = time.perf_counter() - t
+        qps = [plan.qps[c.key] for c in cands if c.signal.ndim >= 2]
+        single = qps[0] if qps else None
+        sbytes, sfid, ss = len(stream), plan.fidelity, plan.search_s
+    return Baselines(len(float32), zstd19, u8z, u8_fid, single, sbytes, sfid, ss, se)

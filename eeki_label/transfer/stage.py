@@ -1,0 +1,249 @@
+"""The transfer stage of ``assess``: code the model with NNC once, then price the distribution
+scenarios with and without it. Returns one immutable outcome (the label section and the bitstream);
+no printing, no files.
+
+Sizes (bytes): an uncompressed transfer moves the model file and its external data
+(``original_bytes``); an NNC transfer moves the bitstream container plus the graph without its tensor
+payloads (``graph_bytes`` = file + external data - stored tensor bytes), since a receiver needs both.
+Scenario defaults (clients, rounds, updates, devices, country) come from the rule set's ``transfer``
+section; link, device power, grid intensity and price from ``data/energy/transfer.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from eeki_label.errors import TransferError, UsageError
+from eeki_label.model_io import LoadedModel
+from eeki_label.models import TransferDeltaInfo, TransferFidelityInfo, TransferInfo, TransferScenarioInfo
+from eeki_label.transfer import scenarios as sc
+
+IMPLEMENTATION = "nncodec 2.1.3 (Fraunhofer HHI reference software), driven through nncodec.nnc_core"
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """What the transfer stage does; None fields take the rule set's or the data file's defaults."""
+
+    enabled: bool = True
+    previous: "str | Path | None" = None
+    calibration_data: "str | Path | None" = None
+    clients: int | None = None
+    rounds: int | None = None
+    updates: int | None = None
+    devices: int | None = None
+    link: str | None = None
+    link_up_mbit_s: float | None = None
+    link_down_mbit_s: float | None = None
+    country: str | None = None
+    price_eur_per_kwh: float | None = None
+    network: str | None = None
+    """Key of ``network_kwh_per_gb`` in the data file to add network energy; None: devices only (as the study)."""
+    time_limit_s: float | None = 600.0
+    baselines: bool = False
+    required: bool = False
+    """True when the user asked for NNC artefacts (--bitstream, --previous...): a codec failure then
+    fails the run instead of leaving the label without a transfer section."""
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    info: TransferInfo
+    bitstream: bytes
+    """The NNC container of the full model (``decode --model MODEL`` rebuilds it)."""
+    delta_bitstream: bytes | None
+    """With --previous: the container of the difference (``decode --model PREVIOUS`` rebuilds the model)."""
+    baselines: object = None
+    """:class:`eeki_label.transfer.nnc.Baselines` when requested (raw, zstd-19, 8-bit + zstd, single QP)."""
+
+
+def load_calibration(path: "str | Path") -> dict:
+    """Arrays of an ``.npz`` file keyed by input name (no pickles)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError as e:
+        raise UsageError(f"--calibration-data {Path(path).name}: no such file") from e
+    except Exception as e:  # zipfile/ValueError/OSError: not an npz of plain arrays
+        raise UsageError(f"--calibration-data {Path(path).name}: not an .npz of arrays ({type(e).__name__}: {e})") from e
+
+
+def fidelity_bound(rules_fidelity: dict):
+    from eeki_label.transfer.fidelity import FidelityBound
+
+    try:
+        return FidelityBound(max_rel_error=float(rules_fidelity["relative_output_error_max"]),
+                             min_top1_agreement=float(rules_fidelity["classifier_top1_agreement_min"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise TransferError(f"the rule set's fidelity section is incomplete: {e!r}") from e
+
+
+def _defaults(rules_raw: dict) -> dict:
+    t = rules_raw.get("transfer", {})
+    return {k: t.get(k, v) for k, v in {"clients": 5, "rounds": 50, "updates": 12, "devices": 1}.items()}
+
+
+def _scenario_info(comp: "sc.Comparison", description: str) -> TransferScenarioInfo:
+    raw, nnc, delta = comp.uncompressed, comp.nnc, comp.nnc_delta
+    return TransferScenarioInfo(
+        id=comp.scenario, description=description, transfers=raw.counts.transfers, encodes=raw.counts.encodes,
+        decodes=raw.counts.decodes, uncompressed_wh=raw.total_wh, nnc_wh=nnc.total_wh,
+        nnc_saving_share=comp.saving(nnc), nnc_delta_wh=delta.total_wh if delta else None,
+        nnc_delta_saving_share=comp.saving(delta) if delta else None,
+        uncompressed_co2_g=raw.co2_g, nnc_co2_g=nnc.co2_g, uncompressed_cost_eur=raw.cost_eur,
+        nnc_cost_eur=nnc.cost_eur,
+    )
+
+
+def price_scenarios(original_bytes: int, nnc: "sc.Payload", delta: "sc.Payload | None", params: "sc.Parameters",
+                    link: "sc.Link", device: "sc.Device", grid: "sc.Grid", network_kwh_per_gb: float | None,
+                    clients: int, rounds: int, updates: int, devices: int) -> list[TransferScenarioInfo]:
+    """The three study scenarios with and without NNC (and delta coding where a delta payload is known)."""
+    return [
+        _scenario_info(sc.one_time(original_bytes, nnc, link, device, devices, network_kwh_per_gb, grid),
+                       f"one trained model sent to {devices} device(s)"),
+        _scenario_info(sc.periodic_updates(original_bytes, nnc, link, device, updates, devices, delta,
+                                           network_kwh_per_gb, grid),
+                       f"{updates} new versions, each sent to {devices} device(s)"),
+        _scenario_info(sc.federated(original_bytes, nnc, link, device, clients, rounds, delta,
+                                    network_kwh_per_gb, grid),
+                       f"federated learning, {clients} clients x {rounds} rounds (training energy excluded)"),
+    ]
+
+
+def resolve_link(params: "sc.Parameters", options: TransferOptions) -> "sc.Link":
+    from eeki_label import units
+
+    base = params.link(options.link)
+    if options.link_up_mbit_s is None and options.link_down_mbit_s is None:
+        return base
+    up = units.mbit_s_to_bit_s(options.link_up_mbit_s) if options.link_up_mbit_s is not None else base.up_bit_s
+    down = units.mbit_s_to_bit_s(options.link_down_mbit_s) if options.link_down_mbit_s is not None else base.down_bit_s
+    return sc.Link(up, down, "custom")
+
+
+def network_intensity(params: "sc.Parameters", key: str | None) -> float | None:
+    if key is None:
+        return None
+    if key not in params.network_kwh_per_gb:
+        raise UsageError(f"--network {key!r}: known: {', '.join(sorted(params.network_kwh_per_gb))}")
+    return params.network_kwh_per_gb[key]
+
+
+@dataclass(frozen=True)
+class _Pricing:
+    params: "sc.Parameters"
+    link: "sc.Link"
+    device: "sc.Device"
+    grid: "sc.Grid"
+    network_kwh_per_gb: float | None
+    counts: dict
+
+
+def _pricing(rules_raw: dict, options: TransferOptions) -> _Pricing:
+    params = sc.load_parameters()
+    d = _defaults(rules_raw)
+    counts = {k: getattr(options, k) if getattr(options, k) is not None else int(d[k])
+              for k in ("clients", "rounds", "updates", "devices")}
+    return _Pricing(params, resolve_link(params, options), params.device(),
+                    params.grid(options.country, options.price_eur_per_kwh),
+                    network_intensity(params, options.network), counts)
+
+
+def _priced_fields(p: _Pricing, original_bytes: int, nnc: "sc.Payload", delta: "sc.Payload | None") -> dict:
+    """The TransferInfo fields that depend on the link, device, grid and scenario counts."""
+    return dict(
+        link_up_bit_s=p.link.up_bit_s, link_down_bit_s=p.link.down_bit_s, transfer_power_w=p.device.transfer_power_w,
+        codec_power_w=p.device.codec_power_w, country=p.grid.country, grid_g_co2_per_kwh=p.grid.g_co2_per_kwh,
+        price_eur_per_kwh=p.grid.price_eur_per_kwh, parameters_sha256=p.params.sha256,
+        scenarios=price_scenarios(original_bytes, nnc, delta, p.params, p.link, p.device, p.grid,
+                                  p.network_kwh_per_gb, **p.counts),
+    )
+
+
+def reprice(info: TransferInfo, options: TransferOptions, rules_raw: dict) -> TransferInfo:
+    """The same coded sizes, priced for other scenarios, links or grids (no re-encoding)."""
+    pricing = _pricing(rules_raw, options)
+    enc_s, dec_s = pricing.params.device_codec_s(info.coded_float32_bytes, pricing.device)
+    nnc = sc.Payload(info.compressed_bytes, enc_s, dec_s, "nnc")
+    delta = None
+    if info.delta is not None:
+        d_enc_s, d_dec_s = pricing.params.device_codec_s(info.delta.coded_float32_bytes, pricing.device)
+        delta = sc.Payload(info.delta.compressed_bytes, d_enc_s, d_dec_s, "nnc-delta")
+    fields = _priced_fields(pricing, info.original_bytes, nnc, delta)
+    return info.model_copy(update={**fields, "device_encode_s": enc_s, "device_decode_s": dec_s})
+
+
+def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_raw: dict, rules_fidelity: dict,
+                    options: TransferOptions, previous: LoadedModel | None = None) -> TransferOutcome:
+    """Encode ``loaded`` with NNC under the rule set's fidelity bound and price the scenarios."""
+    from eeki_label.transfer.nnc import encode_model
+
+    calibration = load_calibration(options.calibration_data) if options.calibration_data else None
+    bound = fidelity_bound(rules_fidelity)
+    pricing = _pricing(rules_raw, options)  # bad --network/--country fail before the slow encode
+    full = encode_model(loaded, shapes, bound, calibration, None, options.time_limit_s, baselines=options.baselines)
+    delta = None
+    if previous is not None:
+        delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s)
+
+    original_bytes = loaded.file_bytes + loaded.external_bytes
+    graph_bytes = max(0, original_bytes - stored_bytes)
+    # Codec energy is priced from the study's device measurement per coded float32 byte (reproducible,
+    # and it describes the transfer device); this host's measured seconds are reported beside it.
+    enc_s, dec_s = pricing.params.device_codec_s(full.coded_float_bytes, pricing.device)
+    nnc_payload = sc.Payload(full.compressed_bytes + graph_bytes, enc_s, dec_s, "nnc")
+    delta_payload = None
+    if delta is not None:
+        d_enc_s, d_dec_s = pricing.params.device_codec_s(delta.coded_float_bytes, pricing.device)
+        delta_payload = sc.Payload(delta.compressed_bytes, d_enc_s, d_dec_s, "nnc-delta")
+
+    notes = [
+        "codec energy on the transfer device is priced per coded float32 byte from the study's measurement "
+        "(data/energy/transfer.json); encode_s and decode_s are this host's measured times, for information",
+    ]
+    if full.calibration == "synthetic":
+        notes.append("fidelity checked on synthetic inputs; pass real ones with --calibration-data for a stronger claim")
+    if not full.fidelity.meets:
+        notes.append("the reconstructed model does not meet the fidelity bound on the calibration inputs")
+    if delta is not None:
+        notes.append("delta coding: every receiver must hold the previous version intact, or errors accumulate")
+    f = full.fidelity
+    compressed = full.compressed_bytes + graph_bytes
+    info = TransferInfo(
+        implementation=IMPLEMENTATION, original_bytes=original_bytes, compressed_bytes=compressed,
+        ratio=compressed / original_bytes, bitstream_bytes=full.compressed_bytes, graph_bytes=graph_bytes,
+        nnc_ratio=full.nnc_ratio, bitstream_sha256=hashlib.sha256(full.bitstream).hexdigest(),
+        qp={"min": full.qp.min, "median": full.qp.median, "max": full.qp.max},
+        fidelity=TransferFidelityInfo(
+            meets_bound=f.meets, max_rel_error=f.max_rel_error, min_top1_agreement=f.min_top1_agreement,
+            bound_max_rel_error=bound.max_rel_error, bound_min_top1_agreement=bound.min_top1_agreement,
+            calibration=full.calibration, samples=f.samples),
+        encode_s=full.encode_s, decode_s=full.decode_s, coded_float32_bytes=full.coded_float_bytes,
+        device_encode_s=enc_s, device_decode_s=dec_s,
+        delta=TransferDeltaInfo(previous_sha256=previous.sha256, compressed_bytes=delta.compressed_bytes,
+                                ratio_vs_full_nnc=delta.compressed_bytes / full.compressed_bytes,
+                                encode_s=delta.encode_s, decode_s=delta.decode_s,
+                                coded_float32_bytes=delta.coded_float_bytes,
+                                fidelity_meets_bound=delta.fidelity.meets) if delta is not None else None,
+        notes=notes, **_priced_fields(pricing, original_bytes, nnc_payload, delta_payload),
+    )
+    return TransferOutcome(info, full.bitstream, delta.bitstream if delta is not None else None, full.baselines)
+
+
+def transfer_for_model(path, input_shapes: dict, rules, options: TransferOptions):
+    """The ``transfer`` command on an ONNX file: load, resolve shapes, code, price (no runtime profile)."""
+    from eeki_label.model_io import LoadLimits, iter_stored_tensors, load_model, load_related, tensor_nbytes
+    from eeki_label.profile.shapes import resolve_input_shapes
+
+    loaded = load_model(path)
+    previous = (load_related(options.previous, LoadLimits(), "previous version (--previous)")
+                if options.previous else None)
+    shapes = resolve_input_shapes(loaded.proto, input_shapes)
+    stored = sum(tensor_nbytes(ref.tensor) for ref in iter_stored_tensors(loaded.proto))
+    outcome = assess_transfer(loaded, shapes, stored, rules.raw, rules.fidelity, options, previous)
+    return outcome.info, outcome.baselines

@@ -1,0 +1,81 @@
+"""The nncodec driver: quantisation, spliced encoding, decoding, failure mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eeki_label.errors import TransferError
+from eeki_label.transfer import _nncore as nc
+
+
+def _tensors(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "t0": (rng.standard_normal((32, 16, 3, 3)) * 0.05).astype(np.float32),
+        "t1": (rng.standard_normal(32) * 0.1).astype(np.float32),
+        "t2": (rng.standard_normal((64, 128)) * 0.02).astype(np.float32),
+    }
+
+
+def test_step_and_qp_are_inverse():
+    for qp in (-80, -38, -5, 0, 7):
+        assert nc.qp_for_step(nc.step_for_qp(qp)) == qp
+    assert nc.step_for_qp(0) == 1.0
+    assert nc.step_for_qp(-4) == 0.5  # four QP per octave
+
+
+def test_quantize_dequantize_error_follows_step():
+    x = _tensors()["t2"]
+    errs = []
+    for qp in (-50, -40, -30):
+        lv, used = nc.quantize(x, qp)
+        assert used == qp and lv.dtype == np.int32 and lv.shape == x.shape
+        rec = nc.dequantize(lv, used)
+        errs.append(float(np.sqrt(np.mean((rec - x) ** 2))))
+        assert errs[-1] < nc.step_for_qp(qp)
+    assert errs[0] < errs[1] < errs[2]
+
+
+def test_spliced_encode_equals_one_coder_call_and_decodes_exactly():
+    from nncodec.nnc_core import coder
+
+    items = [nc.CodedTensor(k, *nc.quantize(v, -36)) for k, v in _tensors().items()]
+    bs, sizes = nc.encode(items)
+    assert len(bs) == len(nc.header_units()) + sum(sizes)
+    # the same tensors through one nnc_core.coder.encode call, as nncodec.nnc.compress would do
+    info = nc._model_info([(it.name, it.levels.shape) for it in items], 0)
+    ref, _ = coder.encode(enc_info=nc._enc_info(), model_info=info, approx_data=nc._approx_data(items))
+    assert bytes(ref) == bs
+    out = nc.decode(bs)
+    for it in items:
+        np.testing.assert_array_equal(out[it.name], nc.dequantize(it.levels, it.qp))
+
+
+def test_parallel_encode_and_decode_match_serial(monkeypatch):
+    monkeypatch.setattr(nc, "PARALLEL_MIN_ELEMENTS", 1)
+    items = [nc.CodedTensor(k, *nc.quantize(v, -30)) for k, v in _tensors(1).items()]
+    serial, _ = nc.encode(items, workers=1)
+    parallel, _ = nc.encode(items, workers=2)
+    assert parallel == serial
+    a, b = nc.decode(serial, workers=1), nc.decode(serial, workers=2, total_elements=10**9)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_truncated_or_garbage_stream_is_a_transfer_error():
+    items = [nc.CodedTensor("t0", *nc.quantize(_tensors()["t0"], -30))]
+    bs, _ = nc.encode(items)
+    with pytest.raises(TransferError):
+        nc.decode(bs[:-7])
+    with pytest.raises(TransferError):
+        nc.split_units(b"\x80")
+    with pytest.raises(TransferError):
+        nc.decode(bs[: len(nc.header_units())] [:5])
+
+
+def test_codec_systemexit_becomes_transfer_error():
+    with pytest.raises(TransferError, match="refused"):
+        with nc._guard("do something"):
+            raise SystemExit("bad input")
