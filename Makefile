@@ -22,12 +22,13 @@ schemas:
 # runs the runtime profile on one example in ten.
 FUZZ_EXAMPLES ?= 20000
 FUZZ_DIR ?= .fuzz
+FUZZ_MEMORY_KB ?= 8000000
 fuzz:
-	HYPOTHESIS_PROFILE=eeki-fuzz-long FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_DIR=$(FUZZ_DIR) \
+	ulimit -v $(FUZZ_MEMORY_KB); HYPOTHESIS_PROFILE=eeki-fuzz-long FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_DIR=$(FUZZ_DIR) \
 		$(PY) -m pytest -q -x tests/adversarial/test_adv_fuzz.py -k mutated --hypothesis-show-statistics
 
 # Coverage-guided fuzzing with atheris (optional: pip install atheris), FUZZ_SECONDS long.
 FUZZ_SECONDS ?= 600
 fuzz-atheris:
-	$(PY) tests/adversarial/fuzz_atheris.py $(FUZZ_DIR)/corpus -max_total_time=$(FUZZ_SECONDS) -timeout=120 \
+	ulimit -v $(FUZZ_MEMORY_KB); $(PY) tests/adversarial/fuzz_atheris.py $(FUZZ_DIR)/corpus -max_total_time=$(FUZZ_SECONDS) -timeout=120 \
 		-rss_limit_mb=4096 -artifact_prefix=$(FUZZ_DIR)/

@@ -11,10 +11,12 @@ that peak RSS (``ru_maxrss``) belongs to that measurement alone.
   fixed QPs, decode) and the whole ``encode_model`` (QP search on synthetic inputs, coding, decoding,
   onnxruntime check). Targets: encode < 20 s, decode < 5 s, peak RSS < 4x the weights.
 * **PP-OCRv4 detector and PP-OCR direction classifier** (../shared/models): ``encode_model`` with
-  calibration images, held-out fidelity, and the baselines (float32, zstd-19, 8-bit + zstd-19,
-  single-QP NNC). Rendered text images always; real photographs too when scikit-image's data folder
-  is found (``$EEKI_SKIMAGE_DATA``, e.g. ``skimage/data`` unpacked from ``pip download --no-deps
-  scikit-image``, or an installed scikit-image).
+  calibration images and with the default synthetic calibration (no calibration data), held-out
+  fidelity, and the baselines (float32, zstd-19, 8-bit + zstd-19, single-QP NNC). Rendered text
+  images always; real photographs too when scikit-image's data folder is found
+  (``$EEKI_SKIMAGE_DATA``, e.g. ``skimage/data`` unpacked from ``pip download --no-deps
+  scikit-image``, or an installed scikit-image): as calibration data, and as a second held-out set
+  of the default-calibration runs.
 
 Usage: python bench/bench_nnc.py [--quick] [--workers N]
 """
@@ -183,6 +185,18 @@ def child_codec(model_path: str, workers: int) -> dict:
             "decode_peak_rss_mb": dec["peak_rss_mb"], "rss_after_imports_mb": enc["rss_after_imports_mb"]}
 
 
+#: Photographs held out from the default-calibration runs (all of them unseen by the search).
+HELD_OUT_PHOTOS = ("rocket.jpg", "motorcycle_left.png", "text.png", "hubble_deep_field.jpg", "logo.png",
+                   "retina.jpg", "astronaut.png", "coffee.png", "chelsea.png", "page.png")
+
+
+def _photos(names, h: int, w: int, norm):
+    from PIL import Image
+
+    data = skimage_data()
+    return norm([np.asarray(Image.open(data / n).convert("RGB").resize((w, h), Image.BILINEAR)) for n in names])
+
+
 def _held_out(m, rec, feeds, bound) -> dict:
     from eeki_label.transfer.fidelity import Reference, compare, run_model
 
@@ -203,31 +217,42 @@ def child_encode_model(model_path: str, which: str, workers: int, baselines: boo
     """``encode_model`` on a model with calibration inputs; held-out fidelity of the decoded model."""
     import images
 
+    import onnxruntime  # noqa: F401 (counted in rss_after_imports_mb, as in the codec figures)
+
     from eeki_label.model_io import load_model
+    from eeki_label.transfer import _nncore
     from eeki_label.transfer.fidelity import FidelityBound
     from eeki_label.transfer.nnc import decode_bitstream, encode_model
 
+    _nncore._core()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     bound = FidelityBound(0.03)
     m = load_model(model_path)
-    cal = held = None
+    cal = None
+    held: dict = {}  # name -> held-out inputs; the first is reported as fidelity_held_out
+    photos = skimage_data() is not None
     if which == "resnet18":
         shapes = {m.proto.graph.input[0].name: (1, 3, 224, 224)}
     elif which.startswith("det"):
         shapes = {"x": (1, 3, 640, 640)}
         if which == "det-text":
-            cal, held = images.det_batch(range(4)), images.det_batch(range(100, 106))
-        else:  # det-photo
-            data = skimage_data()
-            from PIL import Image
-
-            def load(n):
-                return np.asarray(Image.open(data / n).convert("RGB").resize((640, 640), Image.BILINEAR))
-            cal = images.det_input([load(n) for n in ("astronaut.png", "coffee.png", "chelsea.png", "page.png")])
-            held = images.det_input([load(n) for n in ("rocket.jpg", "motorcycle_left.png", "text.png",
-                                                        "hubble_deep_field.jpg", "logo.png", "retina.jpg")])
-    else:  # cls
+            cal, held["text_pages"] = images.det_batch(range(4)), images.det_batch(range(100, 106))
+        elif which == "det-photo":
+            cal = _photos(("astronaut.png", "coffee.png", "chelsea.png", "page.png"), 640, 640, images.det_input)
+            held["photos"] = _photos(("rocket.jpg", "motorcycle_left.png", "text.png", "hubble_deep_field.jpg",
+                                      "logo.png", "retina.jpg"), 640, 640, images.det_input)
+        else:  # det-default: synthetic calibration, judged on pages and photos
+            held["text_pages"] = images.det_batch(range(100, 106))
+            if photos:
+                held["photos"] = _photos(HELD_OUT_PHOTOS, 640, 640, images.det_input)
+    else:  # cls, cls-default
         shapes = {"x": (1, 3, 48, 192)}
-        cal, held = images.cls_batch(range(32)), images.cls_batch(range(100, 164))
+        if which == "cls":
+            cal = images.cls_batch(range(32))
+        held["text_lines"] = images.cls_batch(range(100, 164))
+        if which == "cls-default" and photos:
+            held["photos"] = _photos(HELD_OUT_PHOTOS, 48, 192, images.cls_input)
     t = time.perf_counter()
     r = encode_model(m, shapes, bound, calibration=None if cal is None else {"x": cal}, workers=workers,
                      baselines=baselines)
@@ -243,9 +268,11 @@ def child_encode_model(model_path: str, which: str, workers: int, baselines: boo
         "entropy_coding_s": r.entropy_coding_s, "decode_s": r.decode_s, "wall_s": wall,
         "float32_mb": r.coded_float_bytes / 1e6,
     }
-    if held is not None:
+    if held:
         rec = decode_bitstream(r.bitstream, m)
-        out["fidelity_held_out"] = _held_out(m, rec, [{"x": held[i:i + 1]} for i in range(len(held))], bound)
+        out["fidelity_held_out_sets"] = {name: _held_out(m, rec, [{"x": x[i:i + 1]} for i in range(len(x))], bound)
+                                         for name, x in held.items()}
+        out["fidelity_held_out"] = next(iter(out["fidelity_held_out_sets"].values()))
     if r.baselines is not None:
         b = r.baselines
         out["baselines"] = {
@@ -257,6 +284,7 @@ def child_encode_model(model_path: str, which: str, workers: int, baselines: boo
             "single_qp_over_ours": b.single_qp_nnc_bytes / r.nnc_bytes if b.single_qp_nnc_bytes else None,
         }
     out.update(_peak_rss_mb())
+    out["rss_after_imports_mb"] = round(base_rss, 1)
     return out
 
 
@@ -313,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         results["ppocr_v4_det"] = {"text_pages": run_child(["det-text", str(det), str(workers), *bl])}
         if skimage_data() is not None:
             results["ppocr_v4_det"]["photos"] = run_child(["det-photo", str(det), str(workers), *bl])
+        results["ppocr_v4_det"]["default"] = run_child(["det-default", str(det), str(workers), *bl])
     if cls.is_file():
-        results["ppocr_mobile_v2_cls"] = {"text_lines": run_child(["cls", str(cls), str(workers), *bl])}
+        results["ppocr_mobile_v2_cls"] = {"text_lines": run_child(["cls", str(cls), str(workers), *bl]),
+                                          "default": run_child(["cls-default", str(cls), str(workers), *bl])}
     (RESULTS / "nnc.json").write_text(json.dumps(results, indent=2))
     _print(results)
     return 0
@@ -334,9 +364,11 @@ def _print(results: dict) -> None:
     else:
         print("  codec     : ERROR", c["error"])
     if "error" not in e:
+        mb = e["float32_mb"]
         print(f"  encode_model: {100 * e['nnc_ratio']:.1f} % of float32, encode {e['encode_s']:.1f} s "
               f"(search {e['search_s']:.1f} s, entropy coding {e['entropy_coding_s']:.1f} s), decode {e['decode_s']:.1f} s, "
-              f"peak RSS {e['peak_rss_mb']:.0f} MB")
+              f"peak RSS {e['peak_rss_mb']:.0f} MB ({e['peak_rss_mb'] / mb:.1f}x the weights; after imports "
+              f"{e['rss_after_imports_mb']:.0f} MB; coder processes {e['peak_rss_children_mb']:.0f} MB)")
     else:
         print("  encode_model: ERROR", e["error"])
     for model, runs in results.items():
@@ -349,9 +381,8 @@ def _print(results: dict) -> None:
             line = (f"{model} [{name}]: NNC {x['nnc_bytes']:,} B = {100 * x['nnc_ratio']:.1f} % of float32 "
                     f"(container {100 * x['ratio']:.1f} %), QP {x['qp']['min']}..{x['qp']['max']}, "
                     f"calibration err {x['fidelity_calibration']['max_rel_error']:.4f}")
-            if "fidelity_held_out" in x:
-                h = x["fidelity_held_out"]
-                line += f", held-out err {h['max_rel_error']:.4f}"
+            for set_name, h in x.get("fidelity_held_out_sets", {}).items():
+                line += f", held-out {set_name} err {h['max_rel_error']:.4f}"
                 if h["min_top1_agreement"] is not None:
                     line += f" top-1 {h['min_top1_agreement']:.3f}"
             line += f", encode {x['encode_s']:.1f} s, decode {x['decode_s']:.2f} s"

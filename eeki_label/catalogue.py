@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eeki_label.errors import CatalogueError
-from eeki_label.resources import list_data, load_json
+from eeki_label.resources import load_versioned, versions
 
 CATALOGUE_PREFIX = "catalogue-"
 
@@ -79,22 +79,12 @@ class Catalogue:
 
 
 def available_versions() -> list[str]:
-    names = [n for n in list_data("reference_models") if n.startswith(CATALOGUE_PREFIX)]
-    return sorted((n[len(CATALOGUE_PREFIX):-len(".json")] for n in names), key=_version_key)
-
-
-def _version_key(v: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in v.split("."))
+    return versions("reference_models", CATALOGUE_PREFIX)
 
 
 def load_catalogue(version: str | None = None) -> Catalogue:
-    versions = available_versions()
-    if not versions:
-        raise CatalogueError("no reference catalogue is installed")
-    version = version or versions[-1]
-    if version not in versions:
-        raise CatalogueError(f"unknown catalogue version {version!r}; known: {', '.join(versions)}")
-    doc = load_json("reference_models", f"{CATALOGUE_PREFIX}{version}.json")
+    doc = load_versioned("reference_models", CATALOGUE_PREFIX, version, "catalogue")
+    version = doc.name[len(CATALOGUE_PREFIX):-len(".json")]
     c = doc.content
     try:
         tasks = {

@@ -286,6 +286,10 @@ def measure(
         open_meter(meter).close()  # fail before loading anything when nothing can be measured
     loaded = load_model(model, LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes))
     shapes = resolve_input_shapes(loaded.proto, parse_shape_options(input_shape))
+    from eeki_label.profile.runtime import DEFAULT_PROBE_TIME_LIMIT_S, trial_run
+
+    # the protocol runs the model in this process: first show, sandboxed, that it ends within the limits
+    trial_run(loaded, shapes, time_limit_s=DEFAULT_PROBE_TIME_LIMIT_S, what="the trial run before the measurement")
     progress = _Progress(not quiet)
     try:
         record = measure_record(loaded, shapes, options, progress)

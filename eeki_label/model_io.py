@@ -873,7 +873,14 @@ def _external_span(folder: Path, t: TensorProto, resolved: "dict[str, Path] | No
             f"tensor {t.name!r}: external data length {length} differs from the declared {declared} bytes"
         )
     if resolved is None or location not in resolved:
-        if not target.is_file():
+        try:
+            regular = stat.S_ISREG(os.stat(target).st_mode)
+        except FileNotFoundError:
+            regular = False
+        except OSError as e:  # e.g. a name longer than the file system allows (ENAMETOOLONG), a loop of links
+            raise ExternalDataError(f"tensor {t.name!r}: cannot access external data {location[:200]!r} "
+                                    f"({e.strerror or e})") from e
+        if not regular:
             raise ExternalDataError(f"tensor {t.name!r}: external data file {info.get('location')!r} is missing")
         if resolved is not None:
             resolved[location] = target

@@ -27,7 +27,7 @@ from eeki_label.models import (
     CatalogueInfo, DeviceClassInfo, DeviceDataInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
     QualityInfo, ReferenceInfo, RulesInfo, RuntimeInfo, TaskInfo, TensorSpec, ToolInfo,
 )
-from eeki_label.profile.runtime import DEFAULT_RUNS, RuntimeProfile, probe_shapes, runtime_profile
+from eeki_label.profile.runtime import DEFAULT_RUNS, RuntimeProfile, probe_shapes, runtime_profile, trial_run
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
@@ -142,11 +142,25 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
                     ctx, task_id, options, issued_at, recycling=recycling)
         for dc in classes
     ]
+    # Live measurement (host) and the NNC stage run the model in this process, where the time limit and
+    # the memory cap cannot be enforced: unless the sandboxed runtime profile has shown that the model
+    # ends within them, a sandboxed trial run does first.
+    bounded = [runtime is not None]
+
+    def prove_bounded(before: str) -> None:
+        if not bounded[0]:
+            trial_run(loaded, shapes, time_limit_s=options.runtime_time_limit_s,
+                      max_activation_bytes=options.limits.max_activation_bytes, what=f"the trial run before {before}")
+            bounded[0] = True
+
     if host_plan is not None:
+        if host_plan.record is None and host_plan.unavailable is None:
+            prove_bounded("the measurement")
         labels += host_labels(host_plan, loaded, static, runtime, shapes, ctx, task_id, options, issued_at, step,
                               recycling=recycling)
     transfer = None
     if options.transfer.enabled:
+        prove_bounded("the NNC transfer stage")
         step("NNC transfer", 0, 1)
         try:
             transfer = assess_transfer(loaded, shapes, static.weight_bytes, ctx.rules.raw, ctx.rules.fidelity,

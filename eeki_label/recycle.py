@@ -542,10 +542,9 @@ def _declared_shapes(graph: GraphProto) -> dict[str, tuple[int, ...]]:
 
 
 def _int_attr(node, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(onnx.helper.get_attribute_value(a))
-    return default
+    from eeki_label.profile.static import _int_attr as checked_int_attr
+
+    return checked_int_attr(node, name, default)  # a non-integer attribute: ModelInvalidError, not a crash
 
 
 def structure_signature(model: ModelProto) -> tuple[Layer, ...]:

@@ -51,3 +51,24 @@ def load_json(folder: str, name: str) -> DataDocument:
     except ValueError as e:
         raise CatalogueError(f"data file {folder}/{name} is not valid JSON: {e}") from e
     return DataDocument(folder, name, hashlib.sha256(raw).hexdigest(), content)
+
+
+def _version_key(version: str) -> tuple:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in version.split("."))
+
+
+def versions(folder: str, prefix: str) -> list[str]:
+    """Versions of the files ``<prefix><version>.json`` in a data folder, oldest first."""
+    names = [n for n in list_data(folder) if n.startswith(prefix)]
+    return sorted((n[len(prefix):-len(".json")] for n in names), key=_version_key)
+
+
+def load_versioned(folder: str, prefix: str, version: "str | None", what: str) -> DataDocument:
+    """The file of ``version`` (default: the newest installed) of a versioned data set."""
+    known = versions(folder, prefix)
+    if not known:
+        raise CatalogueError(f"no {what} is installed")
+    version = version or known[-1]
+    if version not in known:
+        raise CatalogueError(f"unknown {what} version {version!r}; known: {', '.join(known)}")
+    return load_json(folder, f"{prefix}{version}.json")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
 from eeki_label.errors import CatalogueError, UsageError
-from eeki_label.resources import list_data, load_json
+from eeki_label.resources import load_versioned, versions
 
 CLASSES = ("A", "B", "C", "D", "E", "F", "G")
 RULES_ID = "eeki-rules"
@@ -38,20 +38,12 @@ class RuleSet:
 
 
 def available_versions() -> list[str]:
-    prefix = f"{RULES_ID}-"
-    names = [n for n in list_data("rules") if n.startswith(prefix)]
-    return sorted((n[len(prefix):-len(".json")] for n in names),
-                  key=lambda v: tuple(int(p) if p.isdigit() else p for p in v.split(".")))
+    return versions("rules", f"{RULES_ID}-")
 
 
 def load_rules(version: str | None = None) -> RuleSet:
-    versions = available_versions()
-    if not versions:
-        raise CatalogueError("no rule set is installed")
-    version = version or versions[-1]
-    if version not in versions:
-        raise CatalogueError(f"unknown rules version {version!r}; known: {', '.join(versions)}")
-    doc = load_json("rules", f"{RULES_ID}-{version}.json")
+    doc = load_versioned("rules", f"{RULES_ID}-", version, "rules")
+    version = doc.name[len(RULES_ID) + 1:-len(".json")]
     c = doc.content
     try:
         thresholds = tuple((t["class"], float(t["max_index"])) for t in c["classes"] if t["class"] != "G")

@@ -183,13 +183,17 @@ def runtime_profile(
     done = run_child(request, model_bytes, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
                      weight_bytes=loaded.file_bytes + loaded.external_bytes,
                      progress=(lambda n: progress(n, runs)) if progress else None)
-    samples = [float(x) for x in done.value.get("latencies_ms", [])]
+    raw = done.value.get("latencies_ms")
+    if not isinstance(raw, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw):
+        raise RuntimeProfileError("the onnxruntime child process answered malformed timings")
+    samples = [float(x) for x in raw]
     if len(samples) != runs:
         raise RuntimeProfileError(f"the onnxruntime child process returned {len(samples)} timings, not {runs}")
     ordered = sorted(samples)
     lo, hi = median_ci95_ranks(len(ordered))
     p90_index = min(len(ordered) - 1, max(0, math.ceil(0.9 * len(ordered)) - 1))
-    threads_used = threads or int(done.value.get("intra_op_threads") or 0) or (os.cpu_count() or 1)
+    reported = done.value.get("intra_op_threads")
+    threads_used = threads or (reported if isinstance(reported, int) and reported > 0 else 0) or (os.cpu_count() or 1)
     return RuntimeProfile(
         runs=runs,
         warmup_runs=warmup,
@@ -208,6 +212,17 @@ def runtime_profile(
         host_machine=platform.machine(),
         seed=seed,
     )
+
+
+def trial_run(loaded: LoadedModel, shapes: dict[str, Shape], *, time_limit_s: "float | None",
+              max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES, what: str = "a trial run") -> float:
+    """Run the model once in the sandbox, under the time limit and the memory cap, before a stage
+    that runs it in this process (where neither can be enforced); returns the seconds it took."""
+    specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
+    path, model_bytes = _model_source(loaded)
+    request = {"task": "profile", "model_path": path, "inputs": specs, "seed": DEFAULT_SEED, "runs": 1, "warmup": 0}
+    return run_child(request, model_bytes, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
+                     weight_bytes=loaded.file_bytes + loaded.external_bytes, what=what).elapsed_s
 
 
 def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
@@ -229,4 +244,7 @@ def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str]
                      what="the shape probe (one run for shapes static inference cannot settle)")
     found = done.value.get("shapes", {})
     wanted = set(names)
-    return {n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted}
+    try:
+        return {n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted}
+    except (AttributeError, TypeError, ValueError) as e:
+        raise RuntimeProfileError("the onnxruntime child process answered malformed shapes") from e

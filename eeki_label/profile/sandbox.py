@@ -38,6 +38,7 @@ from eeki_label.errors import (
     LimitExceededError,
     ModelTooLargeError,
     RuntimeProfileError,
+    ShapeError,
     UnsupportedOperatorError,
 )
 
@@ -45,8 +46,6 @@ from eeki_label.errors import (
 #: it kills the child, plus this share of the limit.
 GRACE_S = 5.0
 GRACE_SHARE = 0.1
-#: Largest JSON line accepted from the child (a progress line is a few bytes; the result a few kB).
-_MAX_LINE = 1 << 22
 #: Memory the child needs besides the weights and the activations (interpreter, numpy,
 #: onnxruntime's code and thread stacks), for the RLIMIT_DATA backstop.
 _BASE_DATA_BYTES = 2 * 1024**3
@@ -69,13 +68,17 @@ def run_child(
     what: str = "the runtime profile",
     option: str = "--time-limit",
     progress=None,
+    data_limit_bytes: "int | None" = None,
+    max_line: int = 1 << 22,
 ) -> ChildResult:
     """Run one request (see :mod:`eeki_label.profile._ortchild`) in a fresh child; raise an EekiError
     subclass on any failure. ``weight_bytes`` (model file plus external data) sizes the memory backstop."""
     request = dict(request)
     request["time_limit_s"] = time_limit_s
     request["arena_bytes"] = max_activation_bytes
-    if max_activation_bytes:
+    if data_limit_bytes:
+        request["data_limit_bytes"] = int(data_limit_bytes)
+    elif max_activation_bytes:
         request["data_limit_bytes"] = 4 * int(weight_bytes) + 2 * int(max_activation_bytes) + _BASE_DATA_BYTES
     if model_bytes is not None:
         request["model_path"] = None
@@ -96,11 +99,12 @@ def run_child(
             raise RuntimeProfileError(f"cannot start the onnxruntime child process: {e.strerror or e}") from e
         lines: "queue.Queue[bytes | None]" = queue.Queue()
         feeder = threading.Thread(target=_feed, args=(child, header, model_bytes), daemon=True)
-        reader = threading.Thread(target=_read, args=(child, lines), daemon=True)
+        reader = threading.Thread(target=_read, args=(child, lines, max_line), daemon=True)
         feeder.start()
         reader.start()
         result = error = None
         killed = False
+        budget = int(request.get("runs") or 0) + 16  # progress lines, one result, some slack
         try:
             while True:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -112,14 +116,21 @@ def run_child(
                     break
                 if line is None:
                     break
+                budget -= 1
+                if budget < 0:
+                    raise RuntimeProfileError("the onnxruntime child process sent more messages than it may")
                 msg = _decode(line)
                 if "progress" in msg and progress is not None:
-                    progress(int(msg["progress"]))
-                elif "ok" in msg:
+                    progress(_int(msg["progress"]))
+                elif isinstance(msg.get("ok"), dict):
                     result = msg["ok"]
-                elif "error" in msg:
+                elif isinstance(msg.get("error"), dict):
                     error = msg["error"]
-            code = child.wait(timeout=30)
+            try:
+                code = child.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # its output is closed but it does not end
+                _kill(child)
+                code = child.returncode
         except BaseException:
             _kill(child)
             raise
@@ -135,8 +146,9 @@ def run_child(
         if error is not None:
             raise _error(error, what, time_limit_s, option, max_activation_bytes)
         if result is None or code != 0:
-            err.seek(0)
-            tail = " ".join(err.read()[-2000:].decode("utf-8", "replace").split())[-300:]
+            err.seek(max(0, os.fstat(err.fileno()).st_size - 4000))
+            last = [ln for ln in err.read().decode("utf-8", "replace").splitlines() if ln.strip()][-1:]
+            tail = " ".join(last[0].split())[-300:] if last else ""  # the last line (an exception's, not a traceback)
             raise _crash(code, tail, what, max_activation_bytes)
         return ChildResult(result, elapsed)
 
@@ -151,10 +163,10 @@ def _feed(child, header: bytes, model_bytes: "bytes | None") -> None:
         pass
 
 
-def _read(child, lines: "queue.Queue[bytes | None]") -> None:
+def _read(child, lines: "queue.Queue[bytes | None]", max_line: int = 1 << 22) -> None:
     try:
         while True:
-            line = child.stdout.readline(_MAX_LINE)
+            line = child.stdout.readline(max_line)
             if not line:
                 break
             lines.put(line)
@@ -174,6 +186,12 @@ def _decode(line: bytes) -> dict:
     return msg
 
 
+def _int(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RuntimeProfileError("the onnxruntime child process answered a malformed message")
+    return value
+
+
 def _kill(child) -> None:
     if child.poll() is None:
         try:
@@ -190,6 +208,11 @@ def _error(error: dict, what: str, time_limit_s, option: str, max_activation_byt
     kind = str(error.get("kind"))
     full = str(error.get("message", ""))
     message = full[:300]
+    if error.get("stage") == "infer":
+        if kind == "memory":
+            return ModelTooLargeError(f"{what} needed more memory than allowed (declared shapes or shape data far "
+                                      f"beyond what a model needs?): {message}")
+        return ShapeError(f"shape inference failed at the given input shapes: {message}")
     if kind == "time":
         return LimitExceededError(f"{what} exceeded its time limit of {time_limit_s:g} s ({option})")
     if kind == "memory":
@@ -208,16 +231,17 @@ def _error(error: dict, what: str, time_limit_s, option: str, max_activation_byt
 
 def _crash(code: "int | None", tail: str, what: str, max_activation_bytes):
     if "bad_alloc" in tail or "MemoryError" in tail:
-        return ModelTooLargeError(f"{what}: onnxruntime ran out of memory (limit {max_activation_bytes} bytes of "
-                                  "working memory, --max-activation-bytes)")
+        limit = f" (limit {max_activation_bytes} bytes of working memory, --max-activation-bytes)" \
+            if max_activation_bytes else ""
+        return ModelTooLargeError(f"{what}: out of memory{limit}")
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
         if -code == getattr(signal, "SIGKILL", 9):  # the kernel's OOM killer, typically
-            return ModelTooLargeError(f"{what}: onnxruntime was killed ({name}), most likely out of memory; lower "
+            return ModelTooLargeError(f"{what} was killed ({name}), most likely out of memory; lower "
                                       "--max-activation-bytes or free memory")
-        return RuntimeProfileError(f"onnxruntime crashed during {what} ({name}){': ' + tail if tail else ''}")
-    return RuntimeProfileError(f"onnxruntime ended during {what} without a result (exit code {code})"
+        return RuntimeProfileError(f"{what} crashed ({name}){': ' + tail if tail else ''}")
+    return RuntimeProfileError(f"{what} ended without a result (exit code {code})"
                                f"{': ' + tail if tail else ''}")

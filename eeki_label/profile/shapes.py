@@ -124,4 +124,9 @@ def resolve_input_shapes(model: ModelProto, overrides: "dict[str, Shape] | None"
 
 
 def dtype_name(elem_type: int) -> str:
-    return TensorProto.DataType.Name(elem_type).lower()
+    """``float``, ``int64``...; ``undefined_<n>`` for a number this onnx does not define (a model may
+    declare any; the checker does not look at every value's type)."""
+    try:
+        return TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"undefined_{int(elem_type)}"

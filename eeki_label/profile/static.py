@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
-from eeki_label.errors import ModelTooLargeError, ShapeError
+from eeki_label.errors import EekiError, ModelInvalidError, ModelTooLargeError, ShapeError
 from eeki_label.model_io import (
     FLOAT_DTYPES,
     LoadedModel,
@@ -128,12 +128,40 @@ def _with_fixed_inputs(model: ModelProto, shapes: dict[str, Shape]) -> ModelProt
     return skeleton
 
 
+#: Wall-clock limit of onnx shape inference, seconds (it is linear in the graph: seconds for 50,000 nodes).
+INFER_TIME_LIMIT_S = 300.0
+#: Memory allowed to onnx shape inference: this much plus ``INFER_MEMORY_PER_BYTE`` per byte of the
+#: serialised skeleton (the graph without weight payloads).
+INFER_MEMORY_BASE_BYTES = 2 * 1024**3
+INFER_MEMORY_PER_BYTE = 64
+
+
 def _infer(skeleton: ModelProto) -> ModelProto:
+    """onnx shape inference with data propagation, in a child process (profile/sandbox.py) under a
+    time and memory limit: on absurd declared shapes its C++ code has allocated without bound (a 1-D
+    value declared 2^31 long: tens of GB), and malformed models have crashed it. Contradictions
+    raise :class:`ShapeError` (exit code 16), exhausted memory :class:`ModelTooLargeError` (11)."""
+    import base64
+
+    from eeki_label.errors import RuntimeProfileError
+    from eeki_label.profile.sandbox import run_child
+
+    data = skeleton.SerializeToString()
     try:
-        return onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as e:  # shape inference reports contradictions as InferenceError/RuntimeError
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ShapeError(f"shape inference failed at the given input shapes: {msg}") from e
+        done = run_child({"task": "infer"}, data, time_limit_s=INFER_TIME_LIMIT_S, max_activation_bytes=None,
+                         data_limit_bytes=INFER_MEMORY_BASE_BYTES + INFER_MEMORY_PER_BYTE * len(data),
+                         what="onnx shape inference", option="a fixed limit", max_line=8 * len(data) + (1 << 24))
+        inferred = ModelProto()
+        inferred.ParseFromString(base64.b64decode(done.value["model_b64"], validate=True))
+    except RuntimeProfileError as e:  # a crash of the child: not onnxruntime's here
+        raise ShapeError(f"shape inference failed: {e}") from e
+    except EekiError:  # ModelTooLargeError (memory), LimitExceededError (time), ShapeError
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise ShapeError("shape inference answered something that is not a model") from e
+    except Exception as e:  # protobuf's DecodeError
+        raise ShapeError(f"shape inference answered something that is not a model ({type(e).__name__})") from e
+    return inferred
 
 
 def _tensor_types(graph: GraphProto, outer: dict[str, tuple[Shape | None, int]]) -> dict[str, tuple[Shape | None, int]]:
@@ -166,9 +194,27 @@ def _attr(node: NodeProto, name: str, default):
     return default
 
 
+def _int_attr(node: NodeProto, name: str, default: int) -> int:
+    """An integer attribute. The checker verifies attribute types only for operators it has a schema
+    for; on others (e.g. com.microsoft's FusedConv) a non-integer makes the model invalid here."""
+    for a in node.attribute:
+        if a.name == name:
+            if a.type == AttributeProto.INT or (a.type == AttributeProto.UNDEFINED and a.HasField("i")):
+                return int(a.i)
+            raise ModelInvalidError(f"node {node.name or node.op_type!r} ({node.op_type}): attribute {name!r} is not "
+                                    "an integer")
+    return default
+
+
 def _shape(types, name: str) -> Shape | None:
-    entry = types.get(name)
+    entry = types.get(name) if name else None
     return entry[0] if entry else None
+
+
+def _io(names, i: int) -> str:
+    """The ``i``-th input or output name, ``""`` when the node has fewer (possible on operators the
+    checker has no schema for, e.g. com.microsoft ones)."""
+    return names[i] if len(names) > i else ""
 
 
 def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
@@ -176,29 +222,29 @@ def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
     Returns (0, False) for ops that do no multiply-accumulates."""
     op = node.op_type
     if op in CONV_WEIGHT_INDEX:
-        w = _shape(types, node.input[CONV_WEIGHT_INDEX[op]]) if len(node.input) > CONV_WEIGHT_INDEX[op] else None
-        y = _shape(types, node.output[0])
+        w = _shape(types, _io(node.input, CONV_WEIGHT_INDEX[op]))
+        y = _shape(types, _io(node.output, 0))
         if w is None or y is None or len(w) < 2:
             return None, False
-        group = int(_attr(node, "group", 1))
+        group = _int_attr(node, "group", 1)
         depthwise = group > 1 and w[1] == 1
         return numel(y) * numel(w[1:]), depthwise
     if op == "ConvTranspose":
-        x = _shape(types, node.input[0])
-        w = _shape(types, node.input[1])
+        x = _shape(types, _io(node.input, 0))
+        w = _shape(types, _io(node.input, 1))
         if x is None or w is None:
             return None, False
         return numel(x) * numel(w[1:]), False
     if op == "Gemm":
-        a = _shape(types, node.input[0])
-        y = _shape(types, node.output[0])
+        a = _shape(types, _io(node.input, 0))
+        y = _shape(types, _io(node.output, 0))
         if a is None or y is None or len(a) != 2:
             return None, False
-        k = a[0] if int(_attr(node, "transA", 0)) else a[1]
+        k = a[0] if _int_attr(node, "transA", 0) else a[1]
         return numel(y) * k, False
     if op in _MATMUL_B_INDEX:
-        a = _shape(types, node.input[0])
-        y = _shape(types, node.output[0])
+        a = _shape(types, _io(node.input, 0))
+        y = _shape(types, _io(node.output, 0))
         if a is None or y is None:
             return None, False
         k = a[-1] if a else 1
@@ -206,12 +252,12 @@ def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
     if op == "Einsum":
         return _einsum_macs(node, types), False
     if op in _RNN_GATES:
-        x = _shape(types, node.input[0])
-        w = _shape(types, node.input[1])
-        r = _shape(types, node.input[2]) if len(node.input) > 2 else None
-        if x is None or w is None or r is None:
-            return None, False
-        seq, batch, inp = x if int(_attr(node, "layout", 0)) == 0 else (x[1], x[0], x[2])
+        x = _shape(types, _io(node.input, 0))
+        w = _shape(types, _io(node.input, 1))
+        r = _shape(types, _io(node.input, 2))
+        if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
+            return None, False  # unknown, or ranks the operator does not have (not counted; ORT refuses it)
+        seq, batch, inp = x if _int_attr(node, "layout", 0) == 0 else (x[1], x[0], x[2])
         directions, gates_hidden, _ = w
         hidden = r[2]
         return seq * batch * directions * gates_hidden * (inp + hidden), False
@@ -219,8 +265,11 @@ def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
 
 
 def _einsum_macs(node: NodeProto, types) -> int | None:
-    eq = str(_attr(node, "equation", b"").decode() if isinstance(_attr(node, "equation", b""), bytes)
-             else _attr(node, "equation", ""))
+    eq = _attr(node, "equation", b"")
+    try:
+        eq = eq.decode("utf-8") if isinstance(eq, bytes) else str(eq)
+    except UnicodeDecodeError:
+        return None  # not an equation: not counted
     lhs = eq.replace(" ", "").split("->")[0]
     terms = lhs.split(",")
     sizes: dict[str, int] = {}
@@ -311,7 +360,8 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) ->
             out_elems = sum(_elements(types, o) for o in node.output if o)
             activation_elems += out_elems
             if out_bytes + in_bytes > peak:
-                peak, peak_node = out_bytes + in_bytes, (f"{path}/" if path else "") + (node.name or f"{node.op_type}#{i}")
+                peak = out_bytes + in_bytes
+                peak_node = (f"{path}/" if path else "") + (node.name or f"{node.op_type}#{i}")
             peak_elems = max(peak_elems, out_elems + sum(_elements(types, x) for x in node.input if x and x not in stored))
 
     inputs = tuple(

@@ -461,3 +461,69 @@ def decode(bitstream: bytes, workers: int = 1, total_elements: int | None = None
                 out.update(d)
             return _join_chunks(out)
     return _join_chunks(_decode_worker(bytes(bitstream)))
+
+
+#: :func:`iter_decode` decodes groups of about this many compressed bytes at a time.
+STREAM_GROUP_BYTES = 1 << 20
+
+
+def iter_decode(bitstream: bytes, workers: int = 1, total_elements: int | None = None):
+    """Like :func:`decode`, but yields ``(name, float32 array)`` one tensor at a time, in stream
+    order, decoding groups of about :data:`STREAM_GROUP_BYTES` compressed bytes (in worker processes
+    when ``workers`` > 1 and the stream is large). Memory: the tensors of the groups in flight, not
+    the whole model."""
+    units = split_units(bitstream)
+    if len(units) < 3:
+        raise TransferError("NNC bitstream has no start unit, parameter set and topology unit")
+    head, data_units = b"".join(units[:3]), units[3:]
+    groups, start, acc = [], 0, 0
+    for i, u in enumerate(data_units):
+        acc += len(u)
+        if acc >= STREAM_GROUP_BYTES or i == len(data_units) - 1:
+            groups.append((start, i + 1))
+            start, acc = i + 1, 0
+    big = total_elements is None or total_elements >= PARALLEL_MIN_ELEMENTS
+    jobs = (head + b"".join(data_units[a:b]) for a, b in groups)
+    results = None
+    if workers > 1 and big and len(groups) > 1:
+        results = _pool_imap(_decode_worker, list(jobs), workers)
+    if results is None:
+        results = (_decode_worker(job) for job in jobs)
+    pending: dict[str, np.ndarray] = {}  # chunks of a tensor whose last chunk has not come yet
+    pending_base = None
+    for part in results:
+        for name in list(part):
+            arr = part.pop(name)
+            base, dot, idx = name.partition(".")
+            if pending and base != pending_base:
+                yield from _join_chunks(pending).items()
+                pending = {}
+            if dot:
+                pending[name], pending_base = arr, base
+            else:
+                yield name, arr
+    if pending:
+        yield from _join_chunks(pending).items()
+
+
+def _pool_imap(fn, jobs: list, workers: int):
+    """Results of ``fn`` over ``jobs`` in order, from forked worker processes, as they come (an
+    iterator), or None when no pool can run here (see :func:`_pool_map`)."""
+    import multiprocessing
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        pool = multiprocessing.get_context("fork").Pool(min(workers, len(jobs)))
+    except (RuntimeError, OSError):
+        return None
+
+    def gen():
+        try:
+            yield from pool.imap(fn, jobs)
+        finally:
+            pool.terminate()
+            pool.join()
+
+    return gen()

@@ -2,7 +2,8 @@
 
 A lossy codec is only acceptable within a **fidelity bound** taken from the rule set
 (:class:`FidelityBound`). Fidelity is measured on calibration inputs (the user's, from an ``.npz``,
-or deterministic synthetic ones) by running both models with onnxruntime:
+or deterministic synthetic ones: structured images for image inputs, see
+:mod:`~eeki_label.transfer.synthetic`) by running both models with onnxruntime:
 
 * **relative output error** per output: ``||y - y_ref||_2 / ||y_ref||_2``, pooled over all
   calibration samples (sums of squares over every element of every sample), dimensionless;
@@ -204,14 +205,14 @@ def calibration_feeds(model: ModelProto, shapes: Mapping[str, tuple[int, ...]],
     rank is cut along its first (batch) axis into samples of the resolved batch size (a stack of 8
     images for a 1x3xHxW input gives 8 samples). Every input must be given, with the same number of samples, the resolved
     shape and a castable dtype. Without calibration data, ``samples`` deterministic synthetic feeds are
-    made with seeds ``seed .. seed + samples - 1``.
+    made with seeds ``seed .. seed + samples - 1`` (:func:`synthetic_feeds`: structured images for
+    image-like inputs, not noise).
     """
-    from eeki_label.profile.runtime import make_feeds
     from eeki_label.profile.shapes import graph_inputs
 
     inputs = graph_inputs(model)
     if calibration is None:
-        return [make_feeds(model, dict(shapes), seed + i) for i in range(samples)], "synthetic"
+        return [synthetic_feeds(model, shapes, seed + i) for i in range(samples)], "synthetic"
     names = [vi.name for vi in inputs]
     missing = [n for n in names if n not in calibration]
     if missing:
@@ -246,15 +247,36 @@ def calibration_feeds(model: ModelProto, shapes: Mapping[str, tuple[int, ...]],
     return [{k: v[i] for k, v in per_input.items()} for i in range(n)], "calibration data"
 
 
+def synthetic_feeds(model: ModelProto, shapes: Mapping[str, tuple[int, ...]], seed: int) -> Feeds:
+    """One deterministic synthetic sample: structured images (:mod:`~eeki_label.transfer.synthetic`)
+    for image-like inputs (float NCHW, 1 or 3 channels), the profiler's feeds for every other input."""
+    from eeki_label.profile.runtime import make_feeds
+    from eeki_label.profile.shapes import graph_inputs
+    from eeki_label.transfer.synthetic import is_image_input, synthetic_image_batch
+
+    feeds = make_feeds(model, dict(shapes), seed)
+    for vi in graph_inputs(model):
+        x = feeds.get(vi.name)
+        if x is not None and is_image_input(x.shape, x.dtype):
+            feeds[vi.name] = synthetic_image_batch(x.shape, x.dtype, seed)
+    return feeds
+
+
 # --------------------------------------------------------------------------------------------
 # Running models
 
 
-def _session(model: "ModelProto | str"):
+def _session(model: "ModelProto | str", lean: bool = False):
+    """A CPU session. ``lean``: basic graph optimisations only, for sessions on models that hold
+    their weights (the extended ones re-lay convolution weights out in blocked copies: on a
+    ResNet18-size model the session then takes about 150 MB instead of about 70 MB, and runs a few
+    per cent slower). The search's runner, whose weights are inputs, keeps the default level."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if lean:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     source = model if isinstance(model, str) else model.SerializeToString()
     try:
         return ort.InferenceSession(source, sess_options=so, providers=["CPUExecutionProvider"])
@@ -263,17 +285,18 @@ def _session(model: "ModelProto | str"):
                             f"{' '.join(str(e).split())[:300]}") from e
 
 
-def run_model(model: "ModelProto | str", feeds: Sequence[Feeds]) -> tuple[list[str], list[list[np.ndarray]]]:
+def run_model(model: "ModelProto | str", feeds: Sequence[Feeds],
+              what: str = "the reconstructed model") -> tuple[list[str], list[list[np.ndarray]]]:
     """Run a self-contained model (or the model file at a path) on every feed; returns output names
-    and outputs per sample."""
-    sess = _session(model)
+    and outputs per sample. The session is lean (see :func:`_session`) and dropped on return."""
+    sess = _session(model, lean=True)
     names = [o.name for o in sess.get_outputs()]
     out = []
     for f in feeds:
         try:
             out.append(sess.run(None, f))
         except Exception as e:
-            raise TransferError(f"the reconstructed model does not run in onnxruntime: "
+            raise TransferError(f"{what} does not run in onnxruntime: "
                                 f"{' '.join(str(e).split())[:300]}") from e
     return names, out
 

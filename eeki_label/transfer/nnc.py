@@ -11,6 +11,17 @@ With ``previous`` it codes the update instead (delta coding): ``new - old`` for 
 that changed, nothing for tensors that did not, and :func:`decode_bitstream` rebuilds the new model
 from the previous model plus the bitstream.
 
+Memory (peak RSS about 4.7x the float32 weights on a ResNet18-size model, 1.5x of which is the
+interpreter with onnxruntime loaded; it was 10x, see docs/transfer.md): weights are read from the model file when needed
+instead of being held (:class:`~eeki_label.transfer.search.Candidate` readers); the search keeps one
+set of dequantised weights and no levels (:class:`~eeki_label.transfer.search._Realiser`); the
+sessions never overlap (the original file's outputs for the final check are taken before the search,
+the search's session is dropped before coding); the final check decodes the bitstream tensor by
+tensor into a temporary model with an external data file (:func:`write_reconstruction`) instead of
+an in-memory model and its serialisation; file-based sessions use basic graph optimisations only
+(the extended ones copy convolution weights into blocked layouts); and freed memory is handed back
+between phases (:func:`release_memory`).
+
 Units: sizes in bytes, times in seconds (wall clock), QP at nncodec's ``qp_density`` 2 (step
 doubles every 4 QP), errors dimensionless.
 """
@@ -20,20 +31,22 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from onnx import ModelProto, TensorProto, numpy_helper
 
 from eeki_label.errors import TransferError
-from eeki_label.model_io import (
+from eeki_label.model_io import (  # _read_external_bytes: materialize()'s reader, one tensor at a time
     FLOAT_DTYPES,
     LoadedModel,
     TensorRef,
+    _read_external_bytes,
+    iter_all_tensors,
     iter_graphs,
     iter_stored_tensors,
-    materialize,
     tensor_array,
     tensor_nbytes,
 )
@@ -48,7 +61,14 @@ from eeki_label.transfer.fidelity import (
     compare,
     run_model,
 )
-from eeki_label.transfer.search import Candidate, Evaluator, Plan, search_single_qp, search_sensitivity
+from eeki_label.transfer.search import (
+    Candidate,
+    Evaluator,
+    Plan,
+    search_single_qp,
+    search_sensitivity,
+    tensor_rms,
+)
 
 #: Float tensors with fewer elements than this are sent bit-exactly (scalars, tiny vectors, scales).
 MIN_CODED_ELEMENTS = 16
@@ -73,6 +93,15 @@ STRUCTURAL_INPUTS: dict[str, frozenset[int]] = {
 }
 #: Input elements the sensitivity runs may use per probe (1 sample of 3x640x640 or 3x224x224, 9 of 3x48x192).
 SENSITIVITY_INPUT_ELEMENTS = 250_000
+#: Synthetic calibration (no calibration data): as many samples as hold this many input elements,
+#: within [MIN_SYNTHETIC_SAMPLES, MAX_SYNTHETIC_SAMPLES] (4 of 3x640x640 or 3x224x224, 16 of 3x48x192).
+SYNTHETIC_INPUT_ELEMENTS = 500_000
+MIN_SYNTHETIC_SAMPLES, MAX_SYNTHETIC_SAMPLES = 4, 16
+#: The search aims at margin x the bound on the calibration inputs: real calibration data ...
+SEARCH_MARGIN = 0.7
+#: ... and synthetic inputs, a stand-in for what the model will see: more headroom (on PP-OCRv4 det
+#: the error on real photos was 1.4-1.7x the error on the synthetic images).
+SYNTHETIC_SEARCH_MARGIN = 0.5
 _CODED_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16})
 STRATEGIES = ("sensitivity", "single-qp")
 
@@ -156,11 +185,12 @@ class NncResult:
     search_iterations: int
     sensitivity_runs: int
     encode_s: float
-    """Search plus entropy coding plus container (not the decode check, not the baselines)."""
+    """Search plus entropy coding plus container (not the final check and its reference outputs, not
+    the baselines)."""
     search_s: float
     entropy_coding_s: float
     decode_s: float
-    """Decoding the container and writing the tensors into a copy of the model."""
+    """Decoding the container and writing the reconstructed model (to a temporary folder, the final check)."""
     delta: bool
     base_sha256: str | None
     model_sha256: str
@@ -247,26 +277,31 @@ def encode_model(
     strategy: str = "sensitivity",
     baselines: bool = False,
     workers: int | None = None,
-    calibration_samples: int = 4,
+    calibration_samples: int | None = None,
     sensitivity_samples: int | None = None,
     max_units: int = 48,
-    margin: float = 0.7,
+    margin: float | None = None,
     seed: int = 0,
 ) -> NncResult:
     """Encode ``loaded``'s weights (or, with ``previous``, its update against ``previous``).
 
     ``shapes`` are the resolved input shapes; ``calibration`` maps input names to arrays (see
     :func:`~eeki_label.transfer.fidelity.calibration_feeds`), else ``calibration_samples`` synthetic
-    feeds are used. ``sensitivity_samples`` of them (default: as many as hold
+    feeds are used (default: as many as hold :data:`SYNTHETIC_INPUT_ELEMENTS` input elements, 4 to
+    16; structured images for image-like inputs, see :mod:`~eeki_label.transfer.synthetic`).
+    ``sensitivity_samples`` of them (default: as many as hold
     :data:`SENSITIVITY_INPUT_ELEMENTS` input elements together, at least one) drive the sensitivity
     measurement over at most ``max_units`` tensor groups; all of them the fidelity checks. Nothing
     depends on timings, so the same inputs give the same bitstream. ``time_limit_s`` bounds the encoding (LimitExceededError). ``baselines``
     also computes zstd, 8-bit and single-QP figures (slower: zstd-19 runs at a few MB/s).
     ``workers`` processes entropy-code large models in parallel (default: the usable CPUs).
     ``margin`` (0 < margin <= 1) makes the search aim at ``margin * bound.max_rel_error`` on the
-    calibration inputs, so that inputs it was not tuned on stay within the bound too; the decoded
-    model is then checked against the bound itself.
+    calibration inputs, so that inputs it was not tuned on stay within the bound too (default
+    :data:`SEARCH_MARGIN` with calibration data, :data:`SYNTHETIC_SEARCH_MARGIN` without); the
+    decoded model is then checked against the bound itself.
     """
+    if margin is None:
+        margin = SEARCH_MARGIN if calibration is not None else SYNTHETIC_SEARCH_MARGIN
     if not 0.0 < margin <= 1.0:
         raise TransferError(f"margin must be in (0, 1], got {margin}")
     if strategy not in STRATEGIES:
@@ -286,6 +321,7 @@ def encode_model(
     reasons: list[str] = []
     cands: list[Candidate] = []
     cand_index: dict[str, int] = {}
+    exact: dict[str, Callable[[], np.ndarray]] = {}  # key -> reader of the model's own values
     raw_blobs: dict[int, bytes] = {}
     for i, ref in enumerate(refs):
         why = raw_reason(ref, consumers)
@@ -300,18 +336,23 @@ def encode_model(
                     reasons.append("unchanged since the previous model")
                     continue
                 if why is None and np.all(np.isfinite(a_new)) and np.all(np.isfinite(a_old)):
-                    old32 = a_old.astype(np.float32)
-                    cands.append(Candidate(ref.key, (a_new.astype(np.float32) - old32), old32))
+                    # values are read again from the models when needed: the search holds no copies
+                    cands.append(Candidate(ref.key, _delta_reader(loaded, ref.tensor, previous, prev.tensor),
+                                           _reader(previous, prev.tensor), shape=a_new.shape))
+                    exact[ref.key] = _reader(loaded, ref.tensor)
                     cand_index[ref.key] = i
                     modes.append("delta")
                     reasons.append(strategy)
                     continue
+                del a_new, a_old
         if why is None:
             arr = tensor_array(loaded, ref.tensor)
             if not np.all(np.isfinite(arr)):
                 why = "contains NaN or infinity"
             else:
-                cands.append(Candidate(ref.key, np.ascontiguousarray(arr, dtype=np.float32)))
+                read = _reader(loaded, ref.tensor)
+                cands.append(Candidate(ref.key, read, shape=arr.shape, rms=tensor_rms(arr.astype(np.float32))))
+                exact[ref.key] = read
                 cand_index[ref.key] = i
                 modes.append("nnc")
                 reasons.append(strategy)
@@ -321,9 +362,22 @@ def encode_model(
         raw_blobs[i] = _serialise_raw(_inline_tensor(loaded, ref.tensor))
 
     # calibration, reference outputs and the weight-feeding runner
+    if calibration_samples is None:
+        per_sample = sum(int(np.prod(shape)) for shape in shapes.values())
+        calibration_samples = int(min(max(-(-SYNTHETIC_INPUT_ELEMENTS // max(per_sample, 1)), MIN_SYNTHETIC_SAMPLES),
+                                      MAX_SYNTHETIC_SAMPLES))
     feeds, source = calibration_feeds(loaded.proto, shapes, calibration, calibration_samples, seed)
+    # the original file's outputs for the final check, now, while this process holds the least
+    # memory (one onnxruntime session at a time); timed with the check, not with the encoding
+    t_ref = time.perf_counter()
+    final_ref = _original_outputs(loaded, feeds)
+    final_base = _original_outputs(previous, feeds)[1] if previous is not None else None
+    release_memory()
+    reference_s = time.perf_counter() - t_ref
     runner = WeightFeedRunner(loaded, [c.key for c in cands])
-    runner.set_defaults({c.key: (c.signal if c.base is None else c.signal + c.base) for c in cands})
+    # the exact weights, fed for every tensor a sensitivity probe leaves alone; dropped before the
+    # closed loop, which feeds a full reconstruction every time
+    runner.set_defaults({k: read() for k, read in exact.items()})
     ref_out = runner.run({}, feeds)
     if sensitivity_samples is None:  # deterministic: from the input size, never from timings
         per_sample = sum(int(a.size) for a in feeds[0].values())
@@ -331,27 +385,50 @@ def encode_model(
     sens_feeds = feeds[: max(1, min(sensitivity_samples, len(feeds)))]
     base_out = None
     if previous is not None:
-        base_out = runner.run({c.key: c.base for c in cands if c.base is not None}, feeds)
+        base_out = runner.run({c.key: c.base() for c in cands if c.is_delta}, feeds)
     reference = Reference.of(runner.output_names, ref_out, base_out)
     sens_ref = Reference.of(runner.output_names, ref_out[: len(sens_feeds)],
                             None if base_out is None else base_out[: len(sens_feeds)])
     search_bound = FidelityBound(bound.max_rel_error * margin, bound.min_top1_agreement, bound.rel_error_on_classifiers)
 
-    evaluator = Evaluator(
-        lambda w: compare(sens_ref, runner.run(w, sens_feeds), search_bound).score(),
-        lambda w: compare(reference, runner.run(w, feeds), search_bound),
-    )
+    def sens_score(w: dict) -> float:
+        release_memory()  # what the last probe or quantisation freed (a fragmented heap keeps it)
+        return compare(sens_ref, runner.run(w, sens_feeds), search_bound).score()
+
+    def full_fidelity(w: dict) -> Fidelity:
+        release_memory()
+        return compare(reference, runner.run(w, feeds), search_bound)
+
+    def after_sensitivities() -> None:
+        runner.set_defaults({})
+        release_memory()
+
+    evaluator = Evaluator(sens_score, full_fidelity, after_sensitivities)
     if strategy == "sensitivity":
         plan = search_sensitivity(cands, evaluator, search_bound, max_units=max_units,
                                   time_limit_s=time_limit_s, clock_start=t_start, seed=seed)
     else:
         plan = search_single_qp(cands, evaluator, search_bound, time_limit_s=time_limit_s, clock_start=t_start)
-    search_s = time.perf_counter() - t_start
+    search_s = time.perf_counter() - t_start - reference_s
+
+    # free the search's session and arrays before coding (forked coder processes share the parent's
+    # pages) and before the final check: peak memory is then the largest phase's, not the sum
+    t_bl = time.perf_counter()
+    base = compute_baselines(cands, evaluator, search_bound, workers) if baselines else None
+    baselines_s = time.perf_counter() - t_bl  # not part of encode_s
+    plan_qps = dict(plan.qps)
+    search_stats = (plan.strategy, plan.iterations, plan.sensitivity_runs)
+    levels = plan.levels
+    runner = evaluator = plan = exact = None  # noqa: F841 (drop the references)
+    ref_out = base_out = reference = sens_ref = None  # noqa: F841
+    release_memory()
 
     # entropy coding, once
     t_ec = time.perf_counter()
-    items = [_nncore.CodedTensor(f"t{cand_index[c.key]}", plan.levels[c.key], plan.qps[c.key]) for c in cands]
+    items = [_nncore.CodedTensor(f"t{cand_index[c.key]}", levels[c.key], plan_qps[c.key]) for c in cands]
+    levels = None
     nnc_stream, unit_bytes = _nncore.encode(items, workers)
+    items = None
     entropy_s = time.perf_counter() - t_ec
 
     entries, raw_parts, offset = [], [], 0
@@ -366,20 +443,18 @@ def encode_model(
     container = Container(loaded.sha256, previous.sha256 if previous is not None else None, keys_digest(keys),
                           len(refs), tuple(entries), nnc_stream, b"".join(raw_parts))
     blob = pack(container)
-    encode_s = time.perf_counter() - t_start
-    base = compute_baselines(cands, evaluator, search_bound, workers) if baselines else None
-    # free the search's arrays before decoding: peak memory is then the decode's, not the sum
+    nnc_len = len(nnc_stream)
+    container = raw_parts = nnc_stream = None  # noqa: F841 (the container holds the only copy)
+    encode_s = time.perf_counter() - t_start - baselines_s - reference_s
     coded_bytes = {c.key: n for c, n in zip(cands, unit_bytes)}
     coded_float_bytes = sum(c.n * 4 for c in cands)
-    plan_qps = dict(plan.qps)
-    search_stats = (plan.strategy, plan.iterations, plan.sensitivity_runs)
-    runner = evaluator = items = plan = cands = None  # noqa: F841 (drop the references)
+    cands = None
+    release_memory()
 
     # decode what we wrote, and check the reconstructed model for real
-    t_dec = time.perf_counter()
-    recon = decode_bitstream(blob, previous if previous is not None else loaded, workers=workers)
-    decode_s = time.perf_counter() - t_dec
-    fidelity = _final_fidelity(loaded, previous, recon, feeds, bound)
+    fidelity, decode_s = _final_fidelity(blob, previous if previous is not None else loaded, final_ref,
+                                         final_base, feeds, bound, workers)
+    final_ref = final_base = None
     if not fidelity.meets:
         raise TransferError(
             f"the decoded model misses the fidelity bound (relative error {fidelity.max_rel_error:.4g}, "
@@ -399,13 +474,13 @@ def encode_model(
     qp_summary = QpSummary(min(qps), float(statistics.median(qps)), max(qps), len(set(qps))) if qps else QpSummary(None, None, None, 0)
     original_bytes = sum(tensor_nbytes(r.tensor) for r in refs)
     hdr = header_size(blob)
-    raw_section = len(blob) - hdr - len(nnc_stream)
+    raw_section = len(blob) - hdr - nnc_len
 
     return NncResult(
         original_bytes=original_bytes, coded_float_bytes=coded_float_bytes, compressed_bytes=len(blob),
-        nnc_bytes=len(nnc_stream), raw_section_bytes=raw_section, header_bytes=hdr,
+        nnc_bytes=nnc_len, raw_section_bytes=raw_section, header_bytes=hdr,
         ratio=len(blob) / original_bytes if original_bytes else 1.0,
-        nnc_ratio=len(nnc_stream) / coded_float_bytes if coded_float_bytes else 1.0,
+        nnc_ratio=nnc_len / coded_float_bytes if coded_float_bytes else 1.0,
         qp=qp_summary, tensors=tuple(choices), fidelity=fidelity, bound=bound, calibration=source,
         calibration_samples=len(feeds), strategy=search_stats[0], search_iterations=search_stats[1],
         sensitivity_runs=search_stats[2], encode_s=encode_s, search_s=search_s,
@@ -414,15 +489,64 @@ def encode_model(
         baselines=base, bitstream=blob)
 
 
+def release_memory() -> None:
+    """Hand memory freed by the last phase back to the operating system (glibc's ``malloc_trim``;
+    a no-op elsewhere). Freed blocks otherwise stay in the process, so that every phase's peak
+    would add to the previous phases' leftovers."""
+    global _TRIM
+    if _TRIM is None:
+        _TRIM = False
+        try:
+            import ctypes
+            import ctypes.util
+            import sys
+
+            if sys.platform.startswith("linux"):
+                _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+
+
+def _reader(loaded: LoadedModel, tensor: TensorProto) -> Callable[[], np.ndarray]:
+    """Reads a stored tensor's values as float32 again on each call (from the model file for the
+    loader's on-disk payloads)."""
+    return lambda: np.ascontiguousarray(tensor_array(loaded, tensor), dtype=np.float32)
+
+
+def _delta_reader(new: LoadedModel, t_new: TensorProto, old: LoadedModel, t_old: TensorProto):
+    return lambda: (np.ascontiguousarray(tensor_array(new, t_new), dtype=np.float32)
+                    - np.ascontiguousarray(tensor_array(old, t_old), dtype=np.float32))
+
+
 def _original_outputs(loaded: LoadedModel, feeds) -> tuple[list[str], list[list[np.ndarray]]]:
-    return run_model(str(loaded.path), feeds)  # the checked file itself (external data stays on disk)
+    # the checked file itself (external data stays on disk)
+    return run_model(str(loaded.path), feeds, f"the model {loaded.name}")
 
 
-def _final_fidelity(loaded, previous, recon: ModelProto, feeds, bound: FidelityBound) -> Fidelity:
-    names, ref = _original_outputs(loaded, feeds)
-    base = _original_outputs(previous, feeds)[1] if previous is not None else None
-    _, out = run_model(recon, feeds)
-    return compare(Reference.of(names, ref, base), out, bound)
+def _final_fidelity(blob: bytes, decode_with: LoadedModel, original: tuple[list[str], list], base: list | None,
+                    feeds, bound: FidelityBound, workers: int) -> tuple[Fidelity, float]:
+    """Fidelity of the decoded model against the original file's outputs (names, outputs per
+    sample; ``base``: the previous model's, for a delta), and the decoding time in seconds.
+
+    The reconstruction is written to a temporary folder with its tensors in an external data file,
+    so that neither a whole in-memory copy of the model nor its serialisation is needed, and run in
+    its own onnxruntime session (the only one alive then).
+    """
+    import tempfile
+
+    names, ref = original
+    with tempfile.TemporaryDirectory(prefix="eeki-nnc-") as d:
+        t_dec = time.perf_counter()
+        path = write_reconstruction(blob, decode_with, Path(d), workers)
+        decode_s = time.perf_counter() - t_dec
+        release_memory()
+        _, out = run_model(str(path), feeds)
+    return compare(Reference.of(names, ref, base), out, bound), decode_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,6 +560,78 @@ def decode_bitstream(bitstream: bytes, loaded: LoadedModel, workers: int | None 
     the previous model the delta was made against. Returns a new ModelProto with every tensor
     inline; ``loaded`` is not changed.
     """
+    return _reconstruct(bitstream, loaded, workers, _InlineStore())
+
+
+def write_reconstruction(bitstream: bytes, loaded: LoadedModel, folder: Path, workers: int | None = None) -> Path:
+    """Like :func:`decode_bitstream`, but writes the reconstructed model into ``folder`` (``model.onnx``
+    plus its tensors in one external data file) one tensor at a time, so that memory stays near the
+    decoded NNC tensors alone. Returns the model file's path."""
+    folder = Path(folder)
+    used = {e.value for t in iter_all_tensors(loaded.proto) for e in t.external_data if e.key == "location"}
+    name = "reconstruction.weights"
+    while name in used:
+        name = "_" + name
+    with open(folder / name, "wb") as f:
+        model = _reconstruct(bitstream, loaded, workers, _ExternalStore(f, name))
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                "string_data", "external_data", "data_location")
+
+
+class _InlineStore:
+    """Writes reconstructed tensors into the model itself (every tensor inline)."""
+
+    location = None
+
+    def array(self, t: TensorProto, arr: np.ndarray) -> None:
+        t.CopyFrom(numpy_helper.from_array(arr, t.name))
+
+    def proto(self, t: TensorProto, new: TensorProto) -> None:
+        t.CopyFrom(new)
+
+    def stored_bytes(self, t: TensorProto, data: bytes) -> None:
+        """``t``'s own stored bytes (its raw_data layout), read from the loaded model's storage."""
+        del t.external_data[:]
+        t.ClearField("data_location")
+        t.raw_data = data
+
+
+class _ExternalStore(_InlineStore):
+    """Appends each decoded NNC tensor's bytes to an open external data file and leaves only a
+    reference in the model (no payload passes through the protobuf message, whose arena would keep
+    every copy until the whole model is freed); tensors under :attr:`MIN_BYTES`, raw ones and
+    unchanged ones stay inline."""
+
+    MIN_BYTES = 1024
+
+    def __init__(self, f, location: str):
+        self.f, self.location, self.offset = f, location, 0
+
+    def _refer(self, t: TensorProto, data: np.ndarray) -> None:
+        n = data.nbytes
+        self.f.write(data)
+        for name in _DATA_FIELDS:
+            t.ClearField(name)
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", self.location), ("offset", str(self.offset)), ("length", str(n))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        self.offset += n
+
+    def array(self, t: TensorProto, arr: np.ndarray) -> None:
+        if arr.nbytes < self.MIN_BYTES:
+            return super().array(t, arr)
+        self._refer(t, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8))
+
+
+def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, store: _InlineStore) -> ModelProto:
+    """The reconstructed model: a copy of ``loaded``'s graph whose tensors ``store`` fills in, one at
+    a time (decoded NNC tensors, raw tensors, then every tensor still on ``loaded``'s storage)."""
     c = unpack(bytes(bitstream))
     if c.base_sha256 is not None:
         if loaded.sha256 != c.base_sha256:
@@ -446,42 +642,55 @@ def decode_bitstream(bitstream: bytes, loaded: LoadedModel, workers: int | None 
         raise TransferError(
             f"this bitstream belongs to the model with sha256 {c.model_sha256[:16]}..., but {loaded.name} "
             f"has sha256 {loaded.sha256[:16]}...: pass the model it was encoded from")
-    model = materialize(loaded)
+    model = ModelProto()
+    model.CopyFrom(loaded.proto)  # payloads stay where the loader keeps them until replaced
     refs = list(iter_stored_tensors(model))
     if len(refs) != c.tensor_count or keys_digest([r.key for r in refs]) != c.keys_sha256:
         raise TransferError("the model's stored tensors do not match the bitstream's (different graph)")
     workers = _nncore.default_workers() if workers is None else max(1, int(workers))
     total = sum(int(np.prod(refs[e.index].tensor.dims)) for e in c.entries if e.mode in ("nnc", "delta")
                 if e.index < len(refs))
-    decoded = _nncore.decode(c.nnc, workers, total) if c.nnc else {}
     for e in c.entries:
         if not 0 <= e.index < len(refs):
             raise TransferError("NNC bitstream names a tensor index outside the model")
+    coded = {f"t{e.index}": e for e in c.entries if e.mode in ("nnc", "delta")}
+    # decoded tensors one at a time, each written and dropped before the next (see iter_decode)
+    for name, arr in (_nncore.iter_decode(c.nnc, workers, total) if c.nnc else ()):
+        e = coded.pop(name, None)
+        if e is None:
+            continue  # a tensor the container does not list (or listed twice) is ignored
         ref = refs[e.index]
         t = ref.tensor
-        if e.mode in ("nnc", "delta"):
-            arr = decoded.get(f"t{e.index}")
-            shape = tuple(int(d) for d in t.dims)
-            if arr is None:
-                raise TransferError(f"NNC bitstream lacks tensor t{e.index} ({ref.key})")
-            if arr.size != int(np.prod(shape)):
-                raise TransferError(f"NNC tensor t{e.index} has {arr.size} elements; {ref.key} needs {shape}")
-            arr = arr.reshape(shape)
-            if e.mode == "delta":
-                arr = numpy_helper.to_array(t).astype(np.float32) + arr
-            dtype = np.float16 if t.data_type == TensorProto.FLOAT16 else np.float32
-            t.CopyFrom(numpy_helper.from_array(arr.astype(dtype), t.name))
-        elif e.mode == "raw":
+        shape = tuple(int(d) for d in t.dims)
+        if arr.size != int(np.prod(shape)):
+            raise TransferError(f"NNC tensor {name} has {arr.size} elements; {ref.key} needs {shape}")
+        arr = arr.reshape(shape)
+        if e.mode == "delta":
+            arr = tensor_array(loaded, t).astype(np.float32) + arr
+        dtype = np.float16 if t.data_type == TensorProto.FLOAT16 else np.float32
+        store.array(t, arr.astype(dtype, copy=False))
+        del arr
+    if coded:
+        e = next(iter(coded.values()))
+        raise TransferError(f"NNC bitstream lacks tensor t{e.index} ({refs[e.index].key})")
+    for e in c.entries:
+        if e.mode == "raw":
+            t = refs[e.index].tensor
             if e.offset < 0 or e.offset + e.length > len(c.raw):
                 raise TransferError("NNC bitstream raw entry points outside the raw section")
             new = TensorProto()
             try:
                 new.ParseFromString(c.raw[e.offset:e.offset + e.length])
             except Exception as err:
-                raise TransferError(f"raw tensor for {ref.key} is corrupt") from err
-            name = t.name
-            t.CopyFrom(new)
-            t.name = name
+                raise TransferError(f"raw tensor for {refs[e.index].key} is corrupt") from err
+            new.name = t.name
+            store.proto(t, new)
+    # what still lives on the loaded model's storage (unchanged tensors of a delta, tensors in other
+    # attributes or function bodies): read it inline, so that the result is self-contained
+    for t in iter_all_tensors(model):
+        if t.data_location == TensorProto.EXTERNAL and not any(
+                x.key == "location" and x.value == store.location for x in t.external_data):
+            _InlineStore.stored_bytes(store, t, _read_external_bytes(loaded, t))  # as materialize() reads them
     return model
 
 
@@ -503,7 +712,7 @@ def bitstream_info(bitstream: bytes) -> dict:
 def compute_baselines(cands, evaluator: Evaluator, bound: FidelityBound, workers: int,
                       time_limit_s: float | None = None) -> Baselines:
     """zstd-19, uniform 8-bit + zstd-19 and single-QP NNC on the NNC-coded tensors."""
-    float32 = b"".join(np.ascontiguousarray(c.signal, dtype=np.float32).tobytes() for c in cands)
+    float32 = b"".join(c.signal().tobytes() for c in cands)
     zstd19 = u8z = None
     u8_fid = None
     try:
@@ -512,13 +721,13 @@ def compute_baselines(cands, evaluator: Evaluator, bound: FidelityBound, workers
         zstandard = None
     q8, recon = [], {}
     for c in cands:
-        x = c.signal
+        x = c.signal()
         lo, hi = float(x.min()), float(x.max())
         scale = (hi - lo) / 255.0 if hi > lo else 1.0
         q = np.clip(np.round((x - lo) / scale), 0, 255).astype(np.uint8)
         q8.append(q.tobytes())
         rec = (q.astype(np.float32) * np.float32(scale) + np.float32(lo))
-        recon[c.key] = rec if c.base is None else rec + c.base
+        recon[c.key] = c.with_base(rec)
     if cands:
         u8_fid = evaluator.fidelity(recon)
     del recon
@@ -533,7 +742,7 @@ def compute_baselines(cands, evaluator: Evaluator, bound: FidelityBound, workers
         items = [_nncore.CodedTensor(f"t{i}", plan.levels[c.key], plan.qps[c.key]) for i, c in enumerate(cands)]
         stream, _ = _nncore.encode(items, workers)
         se = time.perf_counter() - t
-        qps = [plan.qps[c.key] for c in cands if c.signal.ndim >= 2]
+        qps = [plan.qps[c.key] for c in cands if c.ndim >= 2]
         single = qps[0] if qps else None
         sbytes, sfid, ss = len(stream), plan.fidelity, plan.search_s
     return Baselines(len(float32), zstd19, u8z, u8_fid, single, sbytes, sfid, ss, se)

@@ -29,7 +29,9 @@ Two strategies, both returning a :class:`Plan` (per-tensor QP and the levels to 
        not smooth in the QPs; squeezing out the last per cent finds quantisations that pass the
        calibration inputs by luck and fail on others).
 
-Only quantisation and inference run in the loop; entropy coding happens once, afterwards.
+Only quantisation and inference run in the loop; entropy coding happens once, afterwards. Memory:
+one set of dequantised weights (the loop's current reconstruction) plus one tensor's quantisation;
+the levels of the chosen QPs are recovered from the reconstruction at the end.
 Units: ``bits`` are estimated bits; ``relmse`` and scores are dimensionless.
 """
 
@@ -57,26 +59,92 @@ PROBE_RELMSE = 0.02 ** 2
 NNCODEC_NONWEIGHT_QP = -75
 
 
-@dataclass
-class Candidate:
-    """A tensor to be NNC-coded: ``signal`` is what is quantised (the weights, or new - old for a
-    delta); the reconstruction is ``dequantize(levels) + base`` (``base`` None for absolute coding)."""
+#: A tensor's values, or a callable that reads them (again) when they are needed.
+Values = "np.ndarray | Callable[[], np.ndarray]"
 
-    key: str
-    signal: np.ndarray
-    base: np.ndarray | None = None
+
+class Candidate:
+    """A tensor to be NNC-coded: :meth:`signal` is what is quantised (the weights, or new - old for a
+    delta); the reconstruction is ``dequantize(levels) + base`` (:meth:`base` None for absolute coding).
+
+    ``signal`` and ``base`` are arrays or callables returning them (e.g. reading the tensor from the
+    model file): with callables the search holds no copy of the weights between uses, so its memory
+    stays near one set of reconstructed weights plus compact levels.
+    """
+
+    def __init__(self, key: str, signal: Values, base: "Values | None" = None,
+                 shape: "tuple[int, ...] | None" = None, rms: float | None = None):
+        self.key = key
+        self._signal = signal
+        self._base = base
+        if shape is None:
+            shape = tuple(self.signal().shape)
+        self.shape = tuple(int(d) for d in shape)
+        self.n = int(np.prod(self.shape)) if self.shape else 1
+        self._rms = rms
 
     @property
-    def n(self) -> int:
-        return int(self.signal.size)
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_delta(self) -> bool:
+        return self._base is not None
+
+    def signal(self) -> np.ndarray:
+        """The values to quantise (float32, the tensor's shape); a callable source is called anew."""
+        x = self._signal() if callable(self._signal) else self._signal
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def base(self) -> np.ndarray | None:
+        if self._base is None:
+            return None
+        x = self._base() if callable(self._base) else self._base
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     @property
     def rms(self) -> float:
-        return float(np.sqrt(np.mean(np.square(self.signal, dtype=np.float64))))
+        if self._rms is None:
+            self._rms = tensor_rms(self.signal())
+        return self._rms
+
+    def with_base(self, values: np.ndarray) -> np.ndarray:
+        """``values + base`` (``values`` itself for absolute coding)."""
+        return values if self._base is None else values + self.base()
 
     def reconstruct(self, levels: np.ndarray, qp: int) -> np.ndarray:
-        rec = _nncore.dequantize(levels, qp).reshape(self.signal.shape)
-        return rec if self.base is None else rec + self.base
+        return self.with_base(_nncore.dequantize(levels, qp).reshape(self.shape))
+
+
+def sum_sq(x: np.ndarray, y: "np.ndarray | None" = None) -> float:
+    """``sum(x^2)`` (or ``sum((x - y)^2)``) in float64, in slices: no float64 copy of the tensor."""
+    fx = x.reshape(-1)
+    fy = None if y is None else y.reshape(-1)
+    acc = 0.0
+    for a in range(0, fx.size, 1 << 18):
+        part = fx[a:a + (1 << 18)].astype(np.float64)
+        if fy is not None:
+            part -= fy[a:a + (1 << 18)]
+        acc += float(np.dot(part, part))
+    return acc
+
+
+def tensor_rms(x: np.ndarray) -> float:
+    """Root mean square of ``x`` (computed in float64)."""
+    return math.sqrt(sum_sq(x) / x.size) if x.size else 0.0
+
+
+def compact_levels(levels: np.ndarray) -> np.ndarray:
+    """The levels in the smallest signed integer type that holds them (int8, int16 or int32):
+    the search keeps every tensor's levels until entropy coding, which widens them again."""
+    if levels.size == 0:
+        return levels
+    lo, hi = int(levels.min()), int(levels.max())
+    for dt in (np.int8, np.int16):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return levels.astype(dt)
+    return levels
 
 
 @dataclass(frozen=True)
@@ -88,7 +156,7 @@ class Plan:
     qps: dict
     """key -> QP actually used."""
     levels: dict
-    """key -> int32 levels (shape of the tensor)."""
+    """key -> levels (shape of the tensor; int8, int16 or int32, see :func:`compact_levels`)."""
     fidelity: Fidelity
     estimated_bits: float
     iterations: int
@@ -98,11 +166,14 @@ class Plan:
 
 class Evaluator:
     """Runs candidate reconstructions: ``sens_score(weights)`` on the sensitivity samples (mean squared
-    relative output error), ``fidelity(weights)`` on all calibration samples."""
+    relative output error), ``fidelity(weights)`` on all calibration samples. ``after_sensitivities``
+    (optional) is called once the sensitivity probes are done, before the first full quantisation."""
 
-    def __init__(self, sens_score: Callable[[dict], float], fidelity: Callable[[dict], Fidelity]):
+    def __init__(self, sens_score: Callable[[dict], float], fidelity: Callable[[dict], Fidelity],
+                 after_sensitivities: "Callable[[], None] | None" = None):
         self.sens_score = sens_score
         self.fidelity = fidelity
+        self.after_sensitivities = after_sensitivities
 
 
 class _Clock:
@@ -158,7 +229,7 @@ def rate_distortion(cands: Sequence[Candidate], seed: int = 0) -> tuple[np.ndarr
     for i, c in enumerate(cands):
         rms = c.rms
         qp0[i] = _qp0(rms)
-        sub = _subsample(c.signal, rng)
+        sub = _subsample(c.signal(), rng)
         ms = float(np.mean(np.square(sub, dtype=np.float64)))
         if rms == 0 or ms == 0:  # all zeros (or a zero subsample): coded exactly at any QP
             relmse[i, :] = 0.0
@@ -186,7 +257,7 @@ def make_units(cands: Sequence[Candidate], max_units: int) -> list[list[int]]:
         if c.n >= target:
             units.append([i])
             continue
-        vec = c.signal.ndim <= 1
+        vec = c.ndim <= 1
         open_groups[vec].append(i)
         open_n[vec] += c.n
         if open_n[vec] >= target:
@@ -200,27 +271,49 @@ def make_units(cands: Sequence[Candidate], max_units: int) -> list[list[int]]:
 
 class _Realiser:
     """Full-size quantisation with the codec, re-done only for tensors whose QP changed since the
-    last call (the closed loop changes a few units at a time). Keeps one set of levels and
-    reconstructions: about twice the coded tensors' size in memory."""
+    last call (the closed loop changes a few units at a time). Keeps one set of dequantised values
+    (float32, the decoder's exact reconstruction) and no levels: the levels of the chosen QPs are
+    recovered from them at the end (:meth:`quantise`), so the search holds about one copy of the
+    coded tensors, not three."""
 
     def __init__(self, cands: Sequence[Candidate]):
         self.cands = list(cands)
-        self.state: dict[str, tuple[int, int, np.ndarray, np.ndarray]] = {}
+        self.state: dict[str, tuple[int, int, np.ndarray]] = {}
 
-    def __call__(self, qps: dict) -> tuple[dict, dict, dict]:
-        levels, used, recon = {}, {}, {}
+    def _ensure(self, c: Candidate, qp: int) -> tuple[int, int, np.ndarray]:
+        hit = self.state.get(c.key)
+        if hit is None or hit[0] != qp:
+            self.state.pop(c.key, None)
+            lv, u = _nncore.quantize(c.signal(), qp)
+            hit = (qp, u, _nncore.dequantize(lv, u).reshape(c.shape))
+            self.state[c.key] = hit
+        return hit
+
+    def __call__(self, qps: dict) -> tuple[dict, dict]:
+        """Used QPs and reconstructions (key -> float32 array) for the requested ``qps``. The arrays
+        of absolute tensors are the realiser's own: read them, do not change them."""
+        used, recon = {}, {}
         for c in self.cands:
-            hit = self.state.get(c.key)
-            if hit is None or hit[0] != qps[c.key]:
-                lv, u = _nncore.quantize(c.signal, qps[c.key])
-                hit = (qps[c.key], u, lv, c.reconstruct(lv, u))
-                self.state[c.key] = hit
-            _, used[c.key], levels[c.key], recon[c.key] = hit
-        return levels, used, recon
+            _, used[c.key], dq = self._ensure(c, qps[c.key])
+            recon[c.key] = c.with_base(dq)
+        return used, recon
 
-
-def _realise(cands: Sequence[Candidate], qps: dict) -> tuple[dict, dict, dict]:
-    return _Realiser(cands)(qps)
+    def quantise(self, qps: dict, final: bool = False) -> tuple[dict, dict]:
+        """Levels (compact, see :func:`compact_levels`) and used QPs for ``qps``. ``final``: drop
+        each tensor's dequantised values once its levels are made (the realiser is done)."""
+        levels, used = {}, {}
+        for c in self.cands:
+            _, u, dq = self._ensure(c, qps[c.key])
+            if final:
+                del self.state[c.key]
+            # dequantisation is level x step, exact in float32 below 2^24: invert it, and check
+            lv = np.rint(dq / np.float32(_nncore.step_for_qp(u))).astype(np.int32)  # float32 division: exact
+            if not np.array_equal(_nncore.dequantize(lv, u).reshape(c.shape), dq):
+                lv, u2 = _nncore.quantize(c.signal(), qps[c.key])  # deterministic: the same levels
+                if u2 != u:
+                    raise TransferError(f"the codec's quantiser is not deterministic for {c.key!r}")
+            levels[c.key], used[c.key] = compact_levels(lv), u
+        return levels, used
 
 
 def _allocate(bits_u: np.ndarray, relmse_u: np.ndarray, s_u: np.ndarray, target: float) -> np.ndarray:
@@ -271,15 +364,20 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
             # uniform rounding at the step giving a relative MSE of PROBE_RELMSE (step^2/12 = mse):
             # cheap, and like the codec's quantiser it keeps signs (a variance stays >= 0)
             step = np.float32(c.rms * math.sqrt(12 * PROBE_RELMSE)) if c.rms > 0 else np.float32(0)
-            rec = c.signal if step == 0 else (np.round(c.signal / step) * step).astype(np.float32)
-            err_sq += float(np.sum(np.square(rec.astype(np.float64) - c.signal)))
-            ref_sq += float(np.sum(np.square(c.signal, dtype=np.float64)))
-            w[c.key] = rec if c.base is None else rec + c.base
+            sig = c.signal()
+            rec = sig if step == 0 else (np.round(sig / step) * step).astype(np.float32)
+            err_sq += sum_sq(rec, sig)
+            ref_sq += sum_sq(sig)
+            del sig
+            w[c.key] = c.with_base(rec)
         rel = err_sq / ref_sq if ref_sq > 0 else 0.0
         score = evaluator.sens_score(w) if rel > 0 else 0.0
+        del w
         s_u[u] = (score / rel if rel > 0 else 0.0) if math.isfinite(score) else 1e12
         clock.check("sensitivity measurement")
     s_u = np.maximum(s_u, 1e-12)
+    if evaluator.after_sensitivities is not None:
+        evaluator.after_sensitivities()  # e.g. drop the exact weights the probes were run against
     n_t = np.array([c.n for c in cands], dtype=np.float64)
     bits_u = np.stack([bits[m].sum(axis=0) for m in units])
     relmse_u = np.stack([(relmse[m] * n_t[m, None]).sum(axis=0) / n_t[m].sum() for m in units])
@@ -303,13 +401,14 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
                 for i in members:
                     qps[cands[i].key] = _clamp_qp(int(qp0[i] + OFFSETS[j[u]]))
                     est_bits += bits[i, j[u]]
-            levels, used, recon = realise(qps)
+            _, recon = realise(qps)
             fid = evaluator.fidelity(recon)
+            del recon
             tried[sig] = fid
             _debug(f"iter {it}: target {target:.3g} pred {float(np.sum(s_u * relmse_u[np.arange(len(j)), j])):.3g} "
                    f"actual {fid.score():.3g} err {fid.max_rel_error:.4f} meets {fid.meets} bytes~{est_bits / 8:.0f}")
             if fid.meets and (best is None or est_bits < best[0]):
-                best = (est_bits, used, levels, fid)
+                best = (est_bits, qps, fid)  # levels again at the end (the quantiser is deterministic)
             clock.check("fidelity search")
         err = fid.max_rel_error
         if fid.meets:
@@ -337,19 +436,21 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
         for extra in range(0, 64, 8):
             off = int(OFFSETS[0]) - extra
             qps = {c.key: _clamp_qp(int(qp0[i] + off)) for i, c in enumerate(cands)}
-            levels, used, recon = realise(qps)
+            _, recon = realise(qps)
             fid = evaluator.fidelity(recon)
+            del recon
             _debug(f"fallback offset {off}: err {fid.max_rel_error:.4f} meets {fid.meets}")
             clock.check("fidelity search (fallback)")
             if fid.meets:
-                best = (float("nan"), used, levels, fid)
+                best = (float("nan"), qps, fid)
                 break
         if best is None:
             raise TransferError(
                 f"no quantisation met the fidelity bound (max relative error {bound.max_rel_error:g}, "
                 f"top-1 agreement {bound.min_top1_agreement:g}); the finest tried gives relative error "
                 f"{fid.max_rel_error:.3g}")
-    est_bits, used, levels, fid = best
+    est_bits, qps, fid = best
+    levels, used = realise.quantise(qps, final=True)  # re-quantises only tensors changed since the best trial
     return Plan("sensitivity", used, levels, fid, est_bits, it, len(units), time.perf_counter() - t0)
 
 
@@ -363,27 +464,30 @@ def search_single_qp(cands: Sequence[Candidate], evaluator: Evaluator, bound: Fi
     cands = list(cands)
 
     def qps_for(q: int) -> dict:
-        return {c.key: (q if c.signal.ndim >= 2 else NNCODEC_NONWEIGHT_QP) for c in cands}
+        return {c.key: (q if c.ndim >= 2 else NNCODEC_NONWEIGHT_QP) for c in cands}
 
     lo, hi = qp_range  # lo: fine (should pass), hi: coarse
-    results: dict[int, tuple] = {}
+    results: dict[int, Fidelity] = {}
+    realise = _Realiser(cands)
 
-    def trial(q: int):
+    def trial(q: int) -> Fidelity:
         if q not in results:
-            levels, used, recon = _realise(cands, qps_for(q))
-            results[q] = (levels, used, evaluator.fidelity(recon))
+            _, recon = realise(qps_for(q))
+            results[q] = evaluator.fidelity(recon)
+            del recon
             clock.check("single-QP search")
         return results[q]
 
-    if not trial(lo)[2].meets:
+    if not trial(lo).meets:
         raise TransferError(f"single-QP baseline: even QP {lo} does not meet the fidelity bound")
-    if trial(hi)[2].meets:
+    if trial(hi).meets:
         lo = hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if trial(mid)[2].meets:
+        if trial(mid).meets:
             lo = mid
         else:
             hi = mid
-    levels, used, fid = trial(lo)
+    fid = trial(lo)
+    levels, used = realise.quantise(qps_for(lo), final=True)
     return Plan("single-qp", used, levels, fid, float("nan"), len(results), 0, time.perf_counter() - t0)

@@ -13,7 +13,14 @@ from eeki_label.errors import LimitExceededError, TransferError
 from eeki_label.model_io import iter_stored_tensors, materialize
 from eeki_label.transfer.container import unpack
 from eeki_label.transfer.fidelity import FidelityBound, Reference, compare, run_model
-from eeki_label.transfer.nnc import _consumers, bitstream_info, decode_bitstream, encode_model, raw_reason
+from eeki_label.transfer.nnc import (
+    _consumers,
+    bitstream_info,
+    decode_bitstream,
+    encode_model,
+    raw_reason,
+    write_reconstruction,
+)
 
 CNN_SHAPES = {"x": (1, 3, 16, 16)}
 MLP_SHAPES = {"x": (1, 64)}
@@ -76,6 +83,30 @@ def test_user_calibration_data_is_used(mlp):
     assert r.calibration == "calibration data" and r.calibration_samples == 6
     with pytest.raises(TransferError, match="lacks input"):
         encode_model(mlp, MLP_SHAPES, calibration={"y": x}, workers=1)
+
+
+def test_default_calibration_is_synthetic_and_sized_by_the_input(cnn):
+    r = encode_model(cnn, CNN_SHAPES, FidelityBound(0.03), workers=1)
+    # 3x16x16 inputs: as many samples as hold SYNTHETIC_INPUT_ELEMENTS, at most 16
+    assert r.calibration == "synthetic" and r.calibration_samples == 16 and r.fidelity.meets
+
+
+def _same_tensors(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert ta[k].dtype == tb[k].dtype and ta[k].tobytes() == tb[k].tobytes(), k
+
+
+def test_written_reconstruction_equals_the_decoded_model(cnn, tmp_path):
+    r = encode_model(cnn, CNN_SHAPES, FidelityBound(0.03), workers=1)
+    path = write_reconstruction(r.bitstream, cnn, tmp_path)
+    written = onnx.load(str(path))  # the model file plus its external data file beside it
+    onnx.checker.check_model(str(path))
+    _same_tensors(written, decode_bitstream(r.bitstream, cnn))
+    feeds = [{"x": np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)}]
+    np.testing.assert_array_equal(run_model(str(path), feeds)[1][0][0],
+                                  run_model(decode_bitstream(r.bitstream, cnn), feeds)[1][0][0])
 
 
 def test_tighter_bound_costs_more_bytes(mlp):
@@ -161,6 +192,9 @@ def test_delta_coding_is_at_least_5x_smaller_and_rebuilds_the_new_model(tmp_path
 
     with pytest.raises(TransferError, match="update against"):
         decode_bitstream(delta.bitstream, new)
+    # written to a folder (the final check's way): the same tensors, unchanged ones included
+    (tmp_path / "rec").mkdir()
+    _same_tensors(onnx.load(str(write_reconstruction(delta.bitstream, old, tmp_path / "rec"))), rec)
 
 
 def test_unchanged_model_delta_is_tiny(tmp_path, mlp):

@@ -64,6 +64,43 @@ def test_parallel_encode_and_decode_match_serial(monkeypatch):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streamed_decode_matches_decode(monkeypatch, workers):
+    # small chunks and groups: tensors split over several units, and units over several groups
+    monkeypatch.setattr(nc, "CHUNK_ELEMENTS", 2000)
+    monkeypatch.setattr(nc, "STREAM_GROUP_BYTES", 3000)
+    monkeypatch.setattr(nc, "PARALLEL_MIN_ELEMENTS", 1)
+    items = [nc.CodedTensor(k, *nc.quantize(v, -34)) for k, v in _tensors(2).items()]
+    bs, _ = nc.encode(items, workers=1)
+    whole = nc.decode(bs)
+    streamed = list(nc.iter_decode(bs, workers=workers))
+    assert [k for k, _ in streamed] == [it.name for it in items]  # stream order
+    assert sorted(whole) == [it.name for it in items]
+    for k, v in streamed:
+        np.testing.assert_array_equal(v, whole[k])
+
+
+def test_realiser_levels_equal_the_quantisers():
+    from eeki_label.transfer.search import Candidate, _Realiser, compact_levels
+
+    t = _tensors(3)
+    cands = [Candidate(k, (lambda v=v: v)) for k, v in t.items()]
+    realise = _Realiser(cands)
+    qps = {"t0": -40, "t1": -52, "t2": -30}
+    used, recon = realise(qps)
+    for k, v in t.items():
+        lv, u = nc.quantize(v, qps[k])
+        np.testing.assert_array_equal(recon[k], nc.dequantize(lv, u).reshape(v.shape))
+    levels, used2 = realise.quantise(qps, final=True)
+    assert used2 == used and not realise.state
+    for k, v in t.items():
+        lv, _ = nc.quantize(v, qps[k])
+        assert levels[k].dtype.itemsize <= 2  # compact
+        np.testing.assert_array_equal(levels[k], lv)
+    assert compact_levels(np.array([0, 40000], np.int32)).dtype == np.int32
+    assert compact_levels(np.array([-128, 127], np.int32)).dtype == np.int8
+
+
 def test_truncated_or_garbage_stream_is_a_transfer_error():
     items = [nc.CodedTensor("t0", *nc.quantize(_tensors()["t0"], -30))]
     bs, _ = nc.encode(items)
