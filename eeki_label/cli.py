@@ -492,6 +492,7 @@ def transfer_cmd(
     calibration_data: Optional[Path] = typer.Option(None, help=".npz of real inputs for the fidelity check (ONNX source)."),
     baselines: bool = typer.Option(False, "--baselines", help="Also measure raw, zstd-19, 8-bit + zstd and single-QP NNC."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the transfer section as JSON to PATH or '-'."),
+    time_limit: float = typer.Option(600.0, min=0.001, help="Wall-clock limit of the trial run and of the codec, seconds."),
 ) -> None:
     """What-if: the energy of distributing a model with and without NNC (one-time, updates, federated)."""
     from eeki_label.models import TransferInfo
@@ -501,7 +502,7 @@ def transfer_cmd(
     options = TransferOptions(previous=previous, calibration_data=calibration_data, clients=clients, rounds=rounds,
                               updates=updates, devices=devices, link=link, link_up_mbit_s=link_up,
                               link_down_mbit_s=link_down, country=country, price_eur_per_kwh=price, network=network,
-                              baselines=baselines)
+                              baselines=baselines, time_limit_s=time_limit)
     from eeki_label.verify import looks_like_json
 
     if looks_like_json(source):

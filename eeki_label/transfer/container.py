@@ -83,6 +83,23 @@ def pack(c: Container) -> bytes:
     return _FIXED.pack(MAGIC, CONTAINER_VERSION, len(hz)) + hz + c.nnc + raw_z
 
 
+#: Largest inflated header accepted: a tensor table of about 100,000 tensors (about 30 bytes each).
+MAX_HEADER_BYTES = 4 << 20
+
+
+def _inflate(data: bytes, limit: int, what: str) -> bytes:
+    """zlib-decompress at most ``limit`` bytes: a small stream that would inflate beyond the size the
+    container declares (a decompression bomb) is refused without inflating it."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise TransferError(f"NNC bitstream {what} is corrupt") from e
+    if len(out) > limit or d.unconsumed_tail:
+        raise TransferError(f"NNC bitstream {what} is corrupt (inflates beyond its declared {limit} bytes)")
+    return out
+
+
 def header_size(blob: bytes) -> int:
     """Bytes before the NNC bitstream (fixed part plus compressed header)."""
     _, _, n = _FIXED.unpack_from(blob, 0)
@@ -103,12 +120,12 @@ def unpack(blob: bytes) -> Container:
     if end > len(blob):
         raise TransferError("NNC bitstream is truncated (header)")
     try:
-        header = json.loads(zlib.decompress(blob[_FIXED.size:end]).decode("utf-8"))
+        header = json.loads(_inflate(blob[_FIXED.size:end], MAX_HEADER_BYTES, "header").decode("utf-8"))
         nnc_len, raw_len = int(header["nnc_bytes"]), int(header["raw_bytes"])
         entries = tuple(Entry(int(i), str(m), int(o), int(n)) for i, m, o, n in header["tensors"])
         model_sha, base_sha = str(header["model_sha256"]), header["base_sha256"]
         keys_sha, count, payload_sha = str(header["keys_sha256"]), int(header["tensor_count"]), str(header["payload_sha256"])
-    except (zlib.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         raise TransferError(f"NNC bitstream header is corrupt ({type(e).__name__})") from e
     if nnc_len < 0 or raw_len < 0 or end + nnc_len + raw_len != len(blob):
         raise TransferError(f"NNC bitstream is truncated or has trailing bytes (expected {end + nnc_len + raw_len} "
@@ -118,9 +135,9 @@ def unpack(blob: bytes) -> Container:
         raise TransferError("NNC bitstream is corrupt (payload checksum mismatch)")
     if any(e.mode not in MODES for e in entries):
         raise TransferError("NNC bitstream header names an unknown tensor mode")
-    try:
-        raw = zlib.decompress(payload[nnc_len:]) if raw_len else b""
-    except zlib.error as e:
-        raise TransferError("NNC bitstream raw section is corrupt") from e
+    raw_declared = max((e.offset + e.length for e in entries if e.mode == "raw"), default=0)
+    if any(e.offset < 0 or e.length < 0 for e in entries):
+        raise TransferError("NNC bitstream header has negative offsets or lengths")
+    raw = _inflate(payload[nnc_len:], raw_declared, "raw section") if raw_len else b""
     return Container(model_sha, base_sha if base_sha is None else str(base_sha), keys_sha, count, entries,
                      bytes(payload[:nnc_len]), raw)

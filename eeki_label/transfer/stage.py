@@ -240,12 +240,16 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
 def transfer_for_model(path, input_shapes: dict, rules, options: TransferOptions):
     """The ``transfer`` command on an ONNX file: load, resolve shapes, code, price (no runtime profile)."""
     from eeki_label.model_io import LoadLimits, iter_stored_tensors, load_model, load_related, tensor_nbytes
+    from eeki_label.profile.runtime import trial_run
     from eeki_label.profile.shapes import resolve_input_shapes
 
     loaded = load_model(path)
     previous = (load_related(options.previous, LoadLimits(), "previous version (--previous)")
                 if options.previous else None)
     shapes = resolve_input_shapes(loaded.proto, input_shapes)
+    # The codec's fidelity check runs the model in this process, where no time or memory limit can be
+    # enforced: prove first, in the sandbox, that one inference ends within them.
+    trial_run(loaded, shapes, time_limit_s=options.time_limit_s, what="the trial run before NNC coding")
     stored = sum(tensor_nbytes(ref.tensor) for ref in iter_stored_tensors(loaded.proto))
     outcome = assess_transfer(loaded, shapes, stored, rules.raw, rules.fidelity, options, previous)
     return outcome.info, outcome.baselines
