@@ -132,6 +132,8 @@ def parse_document(text: "str | bytes", source: str) -> dict:
 
     try:
         doc = json.loads(text, object_pairs_hook=pairs, parse_constant=bad_constant)
+    except RecursionError as e:  # nesting deeper than the parser's stack: refused, never a traceback
+        raise LabelFileError(f"{source}: not JSON (nested too deeply)") from e
     except ValueError as e:
         raise LabelFileError(f"{source}: not JSON ({e})") from e
     if not isinstance(doc, dict):

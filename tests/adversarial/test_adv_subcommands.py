@@ -96,8 +96,6 @@ def test_label_path_is_a_folder(tmp_path, capfd):
     assert_one_line(rc, err, 40, "cannot read")
 
 
-@pytest.mark.xfail(strict=True, reason="OWNER signing.py/verify.py: json.loads raises RecursionError on deeply "
-                   "nested JSON; parse_document catches only ValueError -> internal error 70 (fix: catch RecursionError)")
 @pytest.mark.parametrize("command", ["verify", "render"])
 def test_deeply_nested_label_json(command, tmp_path, capfd):
     path = tmp_path / "deep.json"
