@@ -355,7 +355,7 @@ def test_bitstream_decompression_bomb_is_refused_without_inflating(coded):
     from eeki_label.errors import TransferError
     from eeki_label.transfer import container as C
 
-    bomb = _container(coded, header=zlib.compress(b" " * (100 << 20), 9))
+    bomb = _container(coded, header=zlib.compress(b" " * (256 << 20), 9))  # 250 kB that inflate to 256 MiB
     tracemalloc.start()
     try:
         with pytest.raises(TransferError):
@@ -363,4 +363,4 @@ def test_bitstream_decompression_bomb_is_refused_without_inflating(coded):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 32 << 20, f"inflated {peak >> 20} MiB"
+    assert peak < 64 << 20, f"inflated {peak >> 20} MiB"  # (tracemalloc also counts other threads' allocations)
