@@ -909,7 +909,9 @@ def _open_external(loaded: "LoadedModel", t: TensorProto):
     return f, length
 
 
-def _read_external_bytes(loaded: "LoadedModel", t: TensorProto) -> bytes:
+def read_external_bytes(loaded: "LoadedModel", t: TensorProto) -> bytes:
+    """The payload bytes of one external (or self-referencing) tensor, re-checked against its folder
+    confinement and the file's identity; memory stays proportional to that tensor."""
     f, length = _open_external(loaded, t)
     with f:
         data = _read_exactly(f, length)
@@ -959,7 +961,7 @@ def tensor_array(loaded: "LoadedModel", tensor: TensorProto) -> np.ndarray:
         inline.CopyFrom(tensor)
         del inline.external_data[:]
         inline.ClearField("data_location")
-        inline.raw_data = _read_external_bytes(loaded, tensor)
+        inline.raw_data = read_external_bytes(loaded, tensor)
         tensor = inline
     try:
         return numpy_helper.to_array(tensor)
@@ -974,7 +976,7 @@ def materialize(loaded: "LoadedModel") -> ModelProto:
     copy.CopyFrom(loaded.proto)
     for t in iter_all_tensors(copy):
         if t.data_location == TensorProto.EXTERNAL:
-            data = _read_external_bytes(loaded, t)
+            data = read_external_bytes(loaded, t)
             del t.external_data[:]
             t.ClearField("data_location")
             t.raw_data = data

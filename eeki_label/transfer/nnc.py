@@ -39,11 +39,11 @@ import numpy as np
 from onnx import ModelProto, TensorProto, numpy_helper
 
 from eeki_label.errors import TransferError
-from eeki_label.model_io import (  # _read_external_bytes: materialize()'s reader, one tensor at a time
+from eeki_label.model_io import (
     FLOAT_DTYPES,
     LoadedModel,
     TensorRef,
-    _read_external_bytes,
+    read_external_bytes,
     iter_all_tensors,
     iter_graphs,
     iter_stored_tensors,
@@ -690,7 +690,7 @@ def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, sto
     for t in iter_all_tensors(model):
         if t.data_location == TensorProto.EXTERNAL and not any(
                 x.key == "location" and x.value == store.location for x in t.external_data):
-            _InlineStore.stored_bytes(store, t, _read_external_bytes(loaded, t))  # as materialize() reads them
+            _InlineStore.stored_bytes(store, t, read_external_bytes(loaded, t))  # as materialize() reads them
     return model
 
 

@@ -298,7 +298,11 @@ def mut_attribute(draw, m):
     if op == "retype" and len(n.attribute):
         n.attribute[draw(st.integers(0, len(n.attribute) - 1))].type = draw(st.sampled_from(range(0, 15)))
         return
-    name = draw(st.sampled_from(ATTR_NAMES))
+    _set_attr(draw, n, draw(st.sampled_from(ATTR_NAMES)))
+
+
+def _set_attr(draw, n, name):
+    """Replace attribute ``name`` of node ``n`` with a drawn value (silently skip values onnx refuses)."""
     for a in list(n.attribute):
         if a.name == name:
             n.attribute.remove(a)
@@ -453,13 +457,7 @@ def mut_semantic(draw, m):
     if n.domain == "com.microsoft" and not any(o.domain == "com.microsoft" for o in m.opset_import):
         m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     for name in draw(st.lists(st.sampled_from(attrs or ["x"]), max_size=3)):
-        for a in list(n.attribute):
-            if a.name == name:
-                n.attribute.remove(a)
-        try:
-            n.attribute.append(helper.make_attribute(name, _attr_value(draw, name)))
-        except (ValueError, TypeError):
-            pass
+        _set_attr(draw, n, name)
 
 
 def mut_value_info(draw, m):
