@@ -170,6 +170,8 @@ def assess(
         class_rank(fail_below)
     if issued_at is not None:
         _check_iso(issued_at)
+    if issuer is not None:
+        _check_utf8("--issuer", issuer)
     if update_codec not in ("auto", "raw"):
         raise UsageError(f"--update-codec {update_codec!r}: use 'auto' or 'raw'")
     options = AssessOptions(
@@ -426,6 +428,15 @@ def verify_cmd(
     from eeki_label.verify import verify
 
     typer.echo(verify(label, model, public_key).summary())
+
+
+def _check_utf8(option: str, text: str) -> None:
+    """Free text that goes onto the label must be Unicode: a non-UTF-8 argument reaches Python as
+    lone surrogates (surrogateescape), which no JSON, PDF or HTML output can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"{option}: not valid UTF-8 text (character {e.start + 1})") from e
 
 
 def _check_iso(text: str) -> None:

@@ -16,7 +16,6 @@ its original bytes and is refused rather than guessed at.
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,16 +136,31 @@ class Embedded:
     original_bytes: int
 
 
-def _open_map(path: Path, source: str, error=ModelFileError):
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise error(f"{source}: cannot read ({e.strerror or e})") from e
+class _FileBytes:
+    """Indexing and slicing (``buf[i]``, ``buf[a:b]`` within the file) through reads, not ``mmap``:
+    a file cut short while mapped kills the process with SIGBUS; here it is a one-line error."""
+
+    def __init__(self, f, size: int, name: str) -> None:
+        from eeki_label.model_io import WindowReader
+
+        self._reader = WindowReader(f, size, name)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._reader.read(key.start, key.stop)
+        return self._reader.read(key, key + 1)[0]
+
+
+def _open_file(path: Path, source: str, error=ModelFileError):
+    """(file, its bytes as ``_FileBytes``, size) of a regular, non-empty file."""
+    from eeki_label.fileio import open_regular
+
+    f = open_regular(path, error, "model")
     size = os.fstat(f.fileno()).st_size
     if size == 0:
         f.close()
         raise error(f"{source}: empty file")
-    return f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size
+    return f, _FileBytes(f, size, source), size
 
 
 def _sha256(buf, end: int) -> str:
@@ -159,7 +173,7 @@ def _sha256(buf, end: int) -> str:
 def extract(path: "str | os.PathLike[str]") -> Embedded:
     """The label embedded in a model file and the sha256 of the model without it."""
     path = Path(path)
-    f, buf, size = _open_map(path, path.name, LabelFileError)
+    f, buf, size = _open_file(path, path.name, LabelFileError)
     try:
         found = _label_records(buf, size, path.name, LabelFileError)
         if not found:
@@ -177,7 +191,6 @@ def extract(path: "str | os.PathLike[str]") -> Embedded:
                 "changed after embedding, so its original bytes (and sha256) cannot be recovered")
         return Embedded(label_text=text, original_sha256=_sha256(buf, field.start), original_bytes=field.start)
     finally:
-        buf.close()
         f.close()
 
 
@@ -187,7 +200,7 @@ def write_embedded(model_path: "str | os.PathLike[str]", label_json: str, expect
     Refuses a model that already carries an embedded label (embed into the original instead), and
     a model whose bytes are no longer those that were assessed."""
     model_path = Path(model_path)
-    f, buf, size = _open_map(model_path, model_path.name)
+    f, buf, size = _open_file(model_path, model_path.name)
     try:
         if _label_records(buf, size, model_path.name):
             raise UsageError(f"{model_path.name} already carries an embedded label; embed into the original model")
@@ -200,5 +213,4 @@ def write_embedded(model_path: "str | os.PathLike[str]", label_json: str, expect
             raise ModelMismatchError(f"{model_path.name} changed after it was assessed; not embedding")
         out.write(record(label_json))
     finally:
-        buf.close()
         f.close()

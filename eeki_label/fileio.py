@@ -107,10 +107,11 @@ class AtomicBatch:
         self._staged = []
 
 
-def read_regular_file(path: "str | os.PathLike[str]", max_bytes: int, error: type, what: str) -> bytes:
-    """The bytes of an input file that must be a regular file of at most ``max_bytes``; raises
-    ``error`` (an EekiError class) otherwise. A FIFO, device or directory is refused before it is
-    opened for reading (reading a FIFO with no writer would block forever, ``/dev/zero`` never ends)."""
+def open_regular(path: "str | os.PathLike[str]", error: type, what: str):
+    """A binary file object for an input that must be a regular file; raises ``error`` (an EekiError
+    class) otherwise. A FIFO, device or directory is refused before it is opened for reading (reading
+    a FIFO with no writer would block forever, ``/dev/zero`` never ends); the open is non-blocking, so a
+    FIFO swapped in after the check does not block either, and the opened file is checked again."""
     import stat
 
     path = Path(path)
@@ -119,18 +120,30 @@ def read_regular_file(path: "str | os.PathLike[str]", max_bytes: int, error: typ
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from e
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} {path} is not a regular file")
-    if st.st_size > max_bytes:
-        raise error(f"{what} {path} is {st.st_size} bytes, larger than the {max_bytes} bytes accepted")
+        raise error(f"cannot read {what} {path}: not a regular file")
     try:
-        # O_NONBLOCK: a FIFO swapped in after the stat above does not block the open either
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise error(f"{what} {path} is not a regular file")
-            data = f.read(max_bytes + 1)
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from e
+    f = open(fd, "rb")
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise error(f"cannot read {what} {path}: not a regular file")
+    return f
+
+
+def read_regular_file(path: "str | os.PathLike[str]", max_bytes: int, error: type, what: str) -> bytes:
+    """The bytes of an input file that must be a regular file (see ``open_regular``) of at most
+    ``max_bytes``; raises ``error`` (an EekiError class) otherwise."""
+    path = Path(path)
+    with open_regular(path, error, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise error(f"{what} {path} is {size} bytes, larger than the {max_bytes} bytes accepted")
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise error(f"cannot read {what} {path}: {e.strerror or e}") from e
     if len(data) > max_bytes:
         raise error(f"{what} {path} is larger than the {max_bytes} bytes accepted")
     return data

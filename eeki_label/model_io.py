@@ -252,7 +252,7 @@ def load_model(path: "str | os.PathLike[str]", limits: LoadLimits = LoadLimits()
         hasher = _BackgroundHash(path, identity)
         try:
             location = path.name if _self_reference_ok(path) else None
-            content = _scan_model(_Reader(f, size, path.name), path.name, location)
+            content = _scan_model(WindowReader(f, size, path.name), path.name, location)
             model = _parse(content, path)
             del content
         except BaseException:
@@ -508,7 +508,7 @@ def _signed64(value: int) -> int:
     return value - (1 << 64) if value >> 63 else value
 
 
-class _Reader:
+class WindowReader:
     """Random access to the file through a small read window. (Not ``mmap``: a file truncated while
     mapped kills the process with SIGBUS; here it is a clean error.)"""
 
@@ -566,7 +566,7 @@ def _varint_at(buf: bytes, i: int, stop: int, base: int) -> tuple[int, int]:
                      base + start)
 
 
-def _fields(r: _Reader, start: int, end: int, kind: int) -> list[tuple[int, int, int, int, int, int]]:
+def _fields(r: WindowReader, start: int, end: int, kind: int) -> list[tuple[int, int, int, int, int, int]]:
     """The fields of the message ``[start, end)``: (field number, wire type, tag position, value
     position, field end, varint value or 0). Hot path: varints decoded inline, one-byte case first."""
     out = []
@@ -621,7 +621,7 @@ def _fields(r: _Reader, start: int, end: int, kind: int) -> list[tuple[int, int,
 
 
 class _Scanner:
-    def __init__(self, reader: _Reader, location: "str | None") -> None:
+    def __init__(self, reader: WindowReader, location: "str | None") -> None:
         self.r = reader
         self.location = location
         if location is not None:
@@ -705,7 +705,7 @@ class _Scanner:
                          _external_entry(b"offset", pos), _external_entry(b"length", length), _EXTERNAL_FLAG))
 
 
-def _scan_model(reader: _Reader, name: str, location: "str | None") -> bytes:
+def _scan_model(reader: WindowReader, name: str, location: "str | None") -> bytes:
     """The serialised ModelProto with every large tensor turned into a reference into the file
     (``location``; None: no references, the whole file is returned). Raises ModelFormatError on a
     malformed wire format."""

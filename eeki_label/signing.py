@@ -138,7 +138,27 @@ def parse_document(text: "str | bytes", source: str) -> dict:
         raise LabelFileError(f"{source}: not JSON ({e})") from e
     if not isinstance(doc, dict):
         raise LabelFileError(f"{source}: a label document is a JSON object")
+    _refuse_lone_surrogates(doc, source)
     return doc
+
+
+def _refuse_lone_surrogates(doc: dict, source: str) -> None:
+    """JSON may escape half of a UTF-16 surrogate pair (``"\\ud800"``); such a string is not Unicode
+    text, cannot be written as UTF-8 (PDF, HTML, canonical bytes) and is refused here."""
+    stack: list = [doc]
+    while stack:
+        value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            for text in (key, item):
+                if isinstance(text, str) and not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError as e:
+                        raise LabelFileError(f"{source}: a string holds a lone UTF-16 surrogate "
+                                             f"(U+{ord(text[e.start]):04X}); not Unicode text") from e
+            if isinstance(item, (dict, list)):
+                stack.append(item)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,14 +184,9 @@ def generate_keypair() -> tuple[bytes, bytes]:
 
 
 def _read_key_file(path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(64 * 1024 + 1)
-    except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e.strerror or e}") from e
-    if len(data) > 64 * 1024:
-        raise KeyFileError(f"{path}: too large for a key file")
-    return data
+    from eeki_label.fileio import read_regular_file
+
+    return read_regular_file(path, 64 * 1024, KeyFileError, "key file")
 
 
 def load_private_key(path):

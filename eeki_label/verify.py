@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eeki_label.errors import CatalogueError, DataMismatchError, LabelFileError, ModelMismatchError, UntrustedKeyError
+from eeki_label.fileio import open_regular, read_regular_file
 from eeki_label.model_io import sha256_file
 from eeki_label.signing import check_signature, fingerprint, load_public_key, parse_document
 
@@ -25,13 +26,7 @@ MAX_LABEL_FILE_BYTES = 64 * 1024 * 1024
 def read_label_file(path: "str | Path") -> tuple[dict, object]:
     """Parse and validate a label file: (the parsed JSON, the ``Label``/``LabelSet``)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_LABEL_FILE_BYTES + 1)
-    except OSError as e:
-        raise LabelFileError(f"cannot read label {path}: {e.strerror or e}") from e
-    if len(data) > MAX_LABEL_FILE_BYTES:
-        raise LabelFileError(f"{path.name}: larger than {MAX_LABEL_FILE_BYTES // 2**20} MiB; not a label")
+    data = read_regular_file(path, MAX_LABEL_FILE_BYTES, LabelFileError, "label")
     obj = parse_document(data, path.name)
     return obj, validate_document(obj, path.name)
 
@@ -57,11 +52,11 @@ def validate_document(obj: dict, source: str):
 
 
 def looks_like_json(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, LabelFileError, "label") as f:
+        try:
             head = f.read(64)
-    except OSError as e:
-        raise LabelFileError(f"cannot read {path}: {e.strerror or e}") from e
+        except OSError as e:
+            raise LabelFileError(f"cannot read label {path}: {e.strerror or e}") from e
     return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
 
 

@@ -120,7 +120,7 @@ class OnnxWorkload:
         from eeki_label.errors import RuntimeProfileError
 
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # failures become one-line errors; onnxruntime's own log stays off stderr
         if self.threads:
             so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1

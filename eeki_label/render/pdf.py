@@ -49,9 +49,26 @@ RULE = colors.HexColor("#c8c8c8")
 PANEL = colors.HexColor("#f3f5f7")
 
 
-def esc(text) -> str:
-    """Untrusted text for reportlab paragraph markup: one line, ``& < >`` escaped, WinAnsi only."""
-    return _xml_escape(_latin(one_line(text)))
+# Untrusted label text is bounded before reportlab lays it out: a table row cannot break across
+# pages, and a 50,000-character word took reportlab minutes. The label JSON keeps the full text.
+PDF_TEXT_CHARS = 1500
+PDF_LIST_ITEMS = 16
+PDF_NOTES = 200
+
+
+def esc(text, limit: "int | None" = PDF_TEXT_CHARS) -> str:
+    """Untrusted text for reportlab paragraph markup: one line, at most ``limit`` characters (then
+    shortened, saying so), ``& < >`` escaped, WinAnsi only."""
+    s = one_line(text)
+    if limit is not None and len(s) > limit:
+        s = f"{s[:limit]}… ({len(s):,} characters in all; the label JSON has the full text)"
+    return _xml_escape(_latin(s))
+
+
+def _first(items: list[str], n: int = PDF_LIST_ITEMS, sep: str = "; ") -> str:
+    """The first ``n`` items joined, and how many more there are."""
+    shown = sep.join(items[:n])
+    return shown + (f"{sep}… and {len(items) - n:,} more (the label JSON lists all)" if len(items) > n else "")
 
 
 def _latin(text: str) -> str:
@@ -71,13 +88,19 @@ def _wrap(text: str, font: str, size: float, width: float) -> list[str]:
 
 
 def _fit(text: str, font: str, size: float, width: float) -> str:
-    """``text`` shortened with an ellipsis to fit ``width`` points."""
+    """``text`` shortened with an ellipsis to fit ``width`` points (a binary search: widths only grow
+    with the prefix, and a long hostile string must not cost one measurement per character)."""
     text = _latin(one_line(text))
     if stringWidth(text, font, size) <= width:
         return text
-    while text and stringWidth(text + "…", font, size) > width:
-        text = text[:-1]
-    return text + "…"
+    lo, hi = 0, len(text)  # text[:lo] + "…" fits (or lo == 0); text[:hi] + "…" does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if stringWidth(text[:mid] + "…", font, size) <= width:
+            lo = mid
+        else:
+            hi = mid
+    return text[:lo] + "…"
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,8 +472,8 @@ def _details(doc, labels, signature, width) -> list:
         ("activation bytes (peak)", f"{m.activation_bytes:,} ({m.activation_peak_bytes:,})"),
         ("nodes", f"{m.node_count:,}"),
         ("operators", ", ".join(f"{k} {v}" for k, v in sorted(m.op_histogram.items(), key=lambda kv: -kv[1]))),
-        ("inputs", "; ".join(f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.inputs)),
-        ("outputs", "; ".join(f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.outputs)),
+        ("inputs", _first([f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.inputs])),
+        ("outputs", _first([f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.outputs])),
         ("loop bodies / unresolved nodes", f"{m.loop_bodies} / {len(m.unresolved_nodes)}"),
     ], st, width)]
 
@@ -531,10 +554,14 @@ def _details(doc, labels, signature, width) -> list:
 
     notes = sorted({n for lab in labels for n in lab.label.notes})
     out += [Paragraph("7. Notes", st["h2"])]
-    out += [Paragraph("• " + esc(n), st["body"]) for n in notes] or [Paragraph("None.", st["body"])]
+    out += [Paragraph("• " + esc(n), st["body"]) for n in notes[:PDF_NOTES]] or [Paragraph("None.", st["body"])]
+    if len(notes) > PDF_NOTES:
+        out.append(Paragraph(esc(f"… and {len(notes) - PDF_NOTES:,} more notes (the label JSON lists all)"), st["body"]))
 
     out += [CondPageBreak(200), Paragraph("8. Tolerances and how to re-test", st["h2"])]
     shapes = " ".join(f"--input-shape {t.name}={'x'.join(map(str, t.shape))}" for t in m.inputs)
+    if len(shapes) > PDF_TEXT_CHARS // 2:  # too long to print whole: say how to build it
+        shapes = f"--input-shape NAME=SHAPE (once for each of the {len(m.inputs):,} inputs in the label's model.inputs)"
     task = f" --task {first.task.id}" if first.task.declared else ""
     acc = f" --accuracy {first.task.quality.declared:g}" if first.task.quality.declared is not None else ""
     dcs = " ".join(f"-d {lab.device_class.id}" for lab in labels)

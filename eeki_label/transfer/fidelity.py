@@ -274,7 +274,7 @@ def _session(model: "ModelProto | str", lean: bool = False):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # failures become one-line errors; onnxruntime's own log stays off stderr
     if lean:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     source = model if isinstance(model, str) else model.SerializeToString()

@@ -101,3 +101,31 @@ def test_render_rejects_a_bad_label_file(tmp_path, capsys, content, code):
     else:
         assert got == code and err.count("\n") == 1 and err.startswith("error: ")
     assert not (tmp_path / "o.pdf").exists()
+
+
+@pytest.mark.parametrize("text", ["short", "W" * 400, "il." * 300, "a b " * 2000])
+@pytest.mark.parametrize("width", [0.0, 3.0, 40.0, 300.0])
+def test_fit_gives_the_longest_prefix_that_fits(text, width):
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from eeki_label.render.pdf import _fit
+
+    out = _fit(text, "Helvetica", 8.5, width)
+    if stringWidth(text, "Helvetica", 8.5) <= width:
+        assert out == text
+        return
+    assert out.endswith("…") and text.startswith(out[:-1])
+    kept = len(out) - 1
+    assert kept == 0 or stringWidth(out, "Helvetica", 8.5) <= width
+    assert stringWidth(text[:kept + 1] + "…", "Helvetica", 8.5) > width  # one more character would not fit
+
+
+def test_long_label_text_is_shortened_and_says_so_in_the_pdf():
+    from eeki_label.render.pdf import PDF_TEXT_CHARS, _first, esc
+
+    shown = esc("<" * 50_000)
+    assert shown.startswith("&lt;" * PDF_TEXT_CHARS) and "&lt;" * (PDF_TEXT_CHARS + 1) not in shown
+    assert "50,000 characters in all; the label JSON has the full text" in shown
+    assert esc("x" * 60, limit=None) == "x" * 60
+    assert _first([str(i) for i in range(20)], 3) == "0; 1; 2; … and 17 more (the label JSON lists all)"
+    assert _first(["a", "b"], 3) == "a; b"

@@ -99,3 +99,18 @@ def test_weight_feed_runner_matches_the_model(cnn):
     np.testing.assert_allclose(runner.run({}, feeds)[0][0], ref[0][0], rtol=1e-5, atol=1e-6)
     changed = runner.run({"constant:w3": exact["constant:w3"] * 0}, feeds)[0][0]
     assert not np.allclose(changed, ref[0][0])
+
+
+def test_a_model_that_fails_to_run_is_one_error_and_onnxruntime_logs_nothing(capfd):
+    """onnxruntime logs a failing node at ERROR severity on stderr besides raising: that log must be
+    off, or the user sees its multi-line report next to the tool's one-line error."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([7, 5], np.int64), "s")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, 5])], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(TransferError, match="does not run in onnxruntime"):
+        run_model(model, [{"x": np.zeros((1, 4), np.float32)}])
+    assert capfd.readouterr().err == ""
