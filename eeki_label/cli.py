@@ -16,6 +16,9 @@ import typer
 
 from eeki_label import __version__
 from eeki_label.errors import EekiError, GateFailed, InternalError, UsageError
+from eeki_label.limits import (
+    DEFAULT_MAX_ACTIVATION_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_NODES, DEFAULT_MAX_TENSOR_BYTES,
+)
 
 app = typer.Typer(
     name="eeki-label",
@@ -103,10 +106,12 @@ def assess(
     seed: int = typer.Option(0, help="Seed of the generated inputs."),
     rules: Optional[str] = typer.Option(None, help="Rule set version (default: newest installed)."),
     catalogue: Optional[str] = typer.Option(None, help="Reference catalogue version (default: newest installed)."),
-    max_file_bytes: int = typer.Option(2 * 1024**3, min=1, help="Largest model file accepted, bytes."),
-    max_tensor_bytes: int = typer.Option(8 * 1024**3, min=1, help="Largest total declared tensor size accepted, bytes."),
+    max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, help="Largest model file accepted, bytes."),
+    max_tensor_bytes: int = typer.Option(DEFAULT_MAX_TENSOR_BYTES, min=1, help="Largest total declared tensor size accepted, bytes."),
+    max_nodes: int = typer.Option(
+        DEFAULT_MAX_NODES, min=1, help="Most nodes accepted once local functions are expanded (subgraphs included)."),
     max_activation_bytes: int = typer.Option(
-        4 * 1024**3, min=1, help="Largest activation working set (checked before running) and onnxruntime working memory, bytes."),
+        DEFAULT_MAX_ACTIVATION_BYTES, min=1, help="Largest activation working set (checked before running) and onnxruntime working memory, bytes."),
     time_limit: float = typer.Option(
         600.0, min=0.001, help="Wall-clock limit of the runtime profile (and of a shape probe), seconds."),
     issued_at: Optional[str] = typer.Option(None, help="Fix the issue time (ISO 8601) for reproducible documents."),
@@ -178,7 +183,7 @@ def assess(
         device_classes=tuple(device_class), task=task, accuracy=accuracy,
         input_shapes=parse_shape_options(input_shape), runs=runs, threads=threads, seed=seed,
         rules_version=rules, catalogue_version=catalogue,
-        limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes,
+        limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes, max_nodes=max_nodes,
                           max_activation_bytes=max_activation_bytes),
         runtime_time_limit_s=time_limit, issued_at=issued_at, issuer=issuer,
         base=base, recycling=RecyclingOptions(
@@ -258,8 +263,10 @@ def measure(
         None, min=1, help="Inferences per scenario run (default: from the warm-up latency and --run-seconds)."),
     threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime intra-op threads (default: onnxruntime's)."),
     seed: int = typer.Option(0, help="Seed of the generated inputs."),
-    max_file_bytes: int = typer.Option(2 * 1024**3, min=1, help="Largest model file accepted, bytes."),
-    max_tensor_bytes: int = typer.Option(8 * 1024**3, min=1, help="Largest total declared tensor size accepted, bytes."),
+    max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, help="Largest model file accepted, bytes."),
+    max_tensor_bytes: int = typer.Option(DEFAULT_MAX_TENSOR_BYTES, min=1, help="Largest total declared tensor size accepted, bytes."),
+    max_nodes: int = typer.Option(
+        DEFAULT_MAX_NODES, min=1, help="Most nodes accepted once local functions are expanded (subgraphs included)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress."),
 ) -> None:
     """Measure MODEL's energy on this machine (baseline, idle, scenario) and archive the raw samples."""
@@ -286,7 +293,8 @@ def measure(
     options.protocol.check()
     if meter != "trace":
         open_meter(meter).close()  # fail before loading anything when nothing can be measured
-    loaded = load_model(model, LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes))
+    loaded = load_model(model, LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes,
+                                          max_nodes=max_nodes))
     shapes = resolve_input_shapes(loaded.proto, parse_shape_options(input_shape))
     from eeki_label.profile.runtime import DEFAULT_PROBE_TIME_LIMIT_S, trial_run
 
@@ -565,7 +573,7 @@ def decode_cmd(
     model: Path = typer.Option(..., "--model", help="The model it was coded from (for a delta: the previous version).",
                                show_default=False),
     out: Path = typer.Option(..., "--out", help="Where to write the reconstructed ONNX model.", show_default=False),
-    max_file_bytes: int = typer.Option(2 * 1024**3, min=1, help="Largest model and bitstream file accepted, bytes."),
+    max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, help="Largest model and bitstream file accepted, bytes."),
 ) -> None:
     """Rebuild the reconstructed model from MODEL and an NNC bitstream, to re-check a fidelity claim."""
     from eeki_label.errors import ModelFileError, ModelTooLargeError

@@ -52,13 +52,12 @@ from eeki_label.errors import (
     UnsupportedOperatorError,
 )
 
-#: Default limit on the model file itself. Protobuf cannot serialise a message over 2 GiB.
-DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
-#: Default limit on the sum of all stored tensors' declared sizes (initializers plus external data).
-DEFAULT_MAX_TENSOR_BYTES = 8 * 1024**3
-#: Default limit on activations (inputs and tensors computed while running): every declared or
-#: inferred working set of one node, and onnxruntime's working memory while the model runs.
-DEFAULT_MAX_ACTIVATION_BYTES = 4 * 1024**3
+from eeki_label.limits import (  # noqa: F401  (re-exported: the limits belong to loading)
+    DEFAULT_MAX_ACTIVATION_BYTES,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_NODES,
+    DEFAULT_MAX_TENSOR_BYTES,
+)
 
 #: Operator domains onnxruntime's CPU build implements. Anything else must be a model-local function.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
@@ -77,6 +76,8 @@ class LoadLimits:
 
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    max_nodes: int = DEFAULT_MAX_NODES
+    """Nodes once local functions are expanded, subgraph bodies included (see :func:`expanded_node_count`)."""
     max_activation_bytes: int = DEFAULT_MAX_ACTIVATION_BYTES
     """Not checked while loading: the stages that compute or run (static profile, runtime profile)
     refuse larger activations and cap onnxruntime's working memory at this."""
@@ -270,6 +271,7 @@ def load_model(path: "str | os.PathLike[str]", limits: LoadLimits = LoadLimits()
     except UnicodeDecodeError as e:  # proto2 strings are not UTF-8-checked when parsed
         raise ModelFormatError(f"{path.name}: not an ONNX model (a name or string is not valid UTF-8)") from e
     _run_checker(model, slots)
+    _check_node_count(model, limits, path)
     return LoadedModel(path=path, sha256=sha256, file_bytes=size, external_bytes=external_bytes,
                        proto=model, file_identity=identity)
 
@@ -724,6 +726,47 @@ def _check_structure(model: ModelProto, path: Path) -> None:
         raise ModelInvalidError(f"{path.name}: the graph has no nodes")
     if len(model.graph.output) == 0:
         raise ModelInvalidError(f"{path.name}: the graph has no outputs")
+
+
+def expanded_node_count(model: ModelProto) -> int:
+    """Nodes of the model once every call of a model-local function is replaced by the function's
+    body, as onnxruntime and onnx shape inference do; nodes of subgraph bodies (If/Loop/Scan) count
+    once. Memoised per function: a function calling another twice at each of 30 levels costs 30 steps
+    here, though it expands to 2^30 nodes. Run after the ONNX checker, which refuses recursive calls and
+    call chains deeper than 100; subgraphs nest at most ``MAX_SUBGRAPH_DEPTH`` deep."""
+    functions = {(f.domain, f.name, f.overload): f for f in model.functions}
+    memo: dict[tuple[str, str, str], "int | None"] = {}
+
+    def count(nodes) -> int:
+        total = 0
+        for node in nodes:
+            key = (node.domain, node.op_type, node.overload)
+            fn = functions.get(key)
+            if fn is None:
+                total += 1
+            else:
+                if key not in memo:
+                    memo[key] = None
+                    memo[key] = count(fn.node)
+                elif memo[key] is None:
+                    raise ModelInvalidError(f"local function {fn.domain}.{fn.name} calls itself")
+                total += memo[key]
+            for a in node.attribute:
+                if a.type == AttributeProto.GRAPH:
+                    total += count(a.g.node)
+                elif a.type == AttributeProto.GRAPHS:
+                    total += sum(count(g.node) for g in a.graphs)
+        return total
+
+    return count(model.graph.node)
+
+
+def _check_node_count(model: ModelProto, limits: LoadLimits, path: Path) -> None:
+    n = expanded_node_count(model)
+    if n > limits.max_nodes:
+        expanded = " once its local functions are expanded" if model.functions else ""
+        raise ModelTooLargeError(f"{path.name}: the model has {n:,} nodes{expanded}, over the limit of "
+                                 f"{limits.max_nodes:,} (raise it with --max-nodes)")
 
 
 def _check_declared_sizes(model: ModelProto, limits: LoadLimits) -> None:

@@ -297,11 +297,15 @@ def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> t
     if probe is not None:
         # Shapes static inference could not settle (e.g. a Reshape target computed at run time):
         # ask the runtime once for the concrete shapes of the tensors those nodes touch.
+        # Only names of the model's own main graph can be asked for: values inside inlined local
+        # functions have names the inliner made up (their nodes stay unresolved when unknown).
         top = graph_types[""]
-        missing = sorted({
+        own = {name for node in loaded.proto.graph.node for name in node.output} | {
+            vi.name for vi in loaded.proto.graph.input}
+        missing = sorted(({
             name for node in inferred.graph.node if node_macs(node, top)[0] is None
             for name in list(node.input) + list(node.output) if name and _shape(top, name) is None
-        } | {o.name for o in inferred.graph.output if _shape(top, o.name) is None})
+        } | {o.name for o in inferred.graph.output if _shape(top, o.name) is None}) & own)
         if missing:
             for name, dims in probe(missing).items():
                 top[name] = (dims, top.get(name, (None, TensorProto.FLOAT))[1])

@@ -202,6 +202,37 @@ def shape_inference_memory_bomb() -> onnx.ModelProto:
     return m
 
 
+LOCAL = helper.make_opsetid("local", 1)
+
+
+def function_fanout(depth: int) -> onnx.ModelProto:
+    """Local functions f0..f{depth-1}, each calling the next twice; the last is one Relu. A few hundred
+    bytes that expand to 2^(depth-1) nodes: onnxruntime and onnx shape inference inline every call
+    (depth 17 kept both busy for 90 s, depth 30 for hours)."""
+    funcs = []
+    for i in range(depth):
+        body = ([helper.make_node(f"f{i + 1}", ["a"], ["t"], domain="local"),
+                 helper.make_node(f"f{i + 1}", ["t"], ["b"], domain="local")] if i + 1 < depth
+                else [helper.make_node("Relu", ["a"], ["b"])])
+        funcs.append(helper.make_function("local", f"f{i}", ["a"], ["b"], body, OPSET + [LOCAL]))
+    return model([helper.make_node("f0", ["x"], ["y"], domain="local")], [vi("x", [1, 4])], [vi("y", [1, 4])],
+                 opset=OPSET + [LOCAL], functions=funcs)
+
+
+def conv_in_local_function(wrapped: bool) -> onnx.ModelProto:
+    """A 3x3 convolution, 3 -> 64 channels on 64x64, as a plain node or as the body of a local function
+    (a way to hide the compute from a profiler that does not look into functions)."""
+    w = numpy_helper.from_array(np.random.default_rng(0).random((64, 3, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"] if not wrapped else ["a", "k"], ["y"] if not wrapped else ["b"],
+                            pads=[1, 1, 1, 1])
+    io = ([vi("x", [1, 3, 64, 64])], [vi("y", [1, 64, 64, 64])])
+    if not wrapped:
+        return model([conv], *io, [w])
+    block = helper.make_function("local", "Block", ["a", "k"], ["b"], [conv], OPSET)
+    return model([helper.make_node("Block", ["x", "w"], ["y"], domain="local")], *io, [w], opset=OPSET + [LOCAL],
+                 functions=[block])
+
+
 def symlink(target: Path, link: Path) -> Path:
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, link)

@@ -252,6 +252,10 @@ FAILURES = [
     ("self_loop", _self_loop, [], 13, "ONNX checker"),
     ("cycle_in_subgraph", _cycle_in_subgraph, [], 13, "ONNX checker"),
     ("function_calls_itself", _function_recursive, [], 13, "recursive"),
+    ("function_fanout_2_29_nodes", lambda p: H.write(H.function_fanout(30), p / "m.onnx"), [], 11,
+     "536,870,912 nodes once its local functions are expanded"),
+    ("nodes_over_max_nodes", lambda p: H.write(H.function_fanout(4), p / "m.onnx"), ["--max-nodes", "7"], 11,
+     "8 nodes once its local functions are expanded, over the limit of 7 (raise it with --max-nodes)"),
     ("duplicate_initializer", _dup("initializer"), [], 13, "not unique"),
     ("duplicate_input", _dup("input"), [], 13, "single static assignment"),
     ("duplicate_node_output", _dup("node_output"), [], 13, "single static assignment"),
@@ -374,3 +378,50 @@ def test_declared_but_unallocated_activations_keep_memory_small(tmp_path):
     assert doc["model"]["activation_peak_bytes"] == 2 * 4 * (1 << 40)
     assert maxrss_kib < 400 * 1024, f"peak RSS {maxrss_kib // 1024} MiB"
 
+
+
+def test_compute_hidden_in_a_local_function_is_counted(tmp_path, capfd):
+    """Wrapping the network in a model-local function must not hide its MACs (nor improve its class):
+    the profile inlines local functions, as onnxruntime does."""
+    docs = []
+    for wrapped in (False, True):
+        folder = tmp_path / str(wrapped)
+        rc, _, stderr, out, _ = assess(H.write(H.conv_in_local_function(wrapped), folder / "m.onnx"), folder, capfd)
+        docs.append(assert_label(rc, stderr, out))
+    plain, wrapped = docs
+    assert plain["model"]["macs"] == 64 * 3 * 3 * 3 * 64 * 64 and wrapped["model"]["macs"] == plain["model"]["macs"]
+    assert wrapped["model"]["op_histogram"] == {"Conv": 1} and wrapped["model"]["unresolved_nodes"] == []
+    assert wrapped["inference"]["energy_j"] == plain["inference"]["energy_j"]
+    assert wrapped["label"]["index"] == plain["label"]["index"]
+
+
+def test_function_fanout_under_the_node_limit_gives_a_label(tmp_path, capfd):
+    rc, _, stderr, out, _ = assess(H.write(H.function_fanout(6), tmp_path / "m.onnx"), tmp_path, capfd)
+    doc = assert_label(rc, stderr, out)
+    assert doc["model"]["node_count"] == 32 and doc["model"]["op_histogram"] == {"Relu": 32}
+
+
+def test_training_info_external_data_outside_the_folder_is_never_read(tmp_path):
+    """ModelProto.training_info holds graphs onnxruntime does not run; their tensors may name external
+    data anywhere. Nothing may open it: here it is a FIFO outside the folder, which would block."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    m = H.tiny()
+    t = TensorProto(name="secret", data_type=TensorProto.UINT8, dims=[100], data_location=TensorProto.EXTERNAL)
+    t.external_data.add(key="location", value=str(fifo))
+    info = m.training_info.add()
+    info.initialization.CopyFrom(helper.make_graph([helper.make_node("Identity", ["secret"], ["out"])], "init", [],
+                                                   [H.vi("out", [100], TensorProto.UINT8)], [t]))
+    model = H.write(m, tmp_path / "model" / "m.onnx")
+    out = tmp_path / "out"
+    try:
+        r = subprocess.run([sys.executable, "-m", "eeki_label", "assess", str(model), "--runs", "2", *DEVICE, "-q",
+                            "--out", str(out), "--bitstream", str(out / "m.nnc")],
+                           capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("assess blocked: something opened the training graph's external data")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert json.loads((out / "label.json").read_text())["model"]["parameters"] == 260  # tiny CNN's own
