@@ -91,6 +91,18 @@ def _session(ort, request, source):
     return ort.InferenceSession(source, sess_options=so, providers=["CPUExecutionProvider"])
 
 
+def inline_and_infer(model):
+    """The model with its local functions inlined (profile what runs: onnxruntime replaces every
+    call by the function's body) and onnx shape inference (with data propagation) applied."""
+    import onnx
+
+    if len(model.functions):
+        import onnx.inliner
+
+        model = onnx.inliner.inline_local_functions(model)
+    return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+
+
 def _infer(request, model_bytes: bytes) -> int:
     """onnx shape inference (with data propagation) of a weightless skeleton model whose model-local
     functions are inlined first, as onnxruntime does (the loader's node limit bounds the expansion).
@@ -105,11 +117,7 @@ def _infer(request, model_bytes: bytes) -> int:
         model = onnx.ModelProto()
         model.ParseFromString(model_bytes)
         del model_bytes
-        if len(model.functions):  # profile what runs: every call replaced by the function's body
-            import onnx.inliner
-
-            model = onnx.inliner.inline_local_functions(model)
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        inferred = inline_and_infer(model)
         data = inferred.SerializeToString()
     except MemoryError as e:
         _emit({"error": {"kind": "memory", "stage": "infer", "message": f"out of memory ({e})"}})

@@ -406,6 +406,36 @@ def mut_function(draw, m):
         n.op_type, n.domain = name, "local"
 
 
+def mut_wrap_in_function(draw, m, twice: bool = True):
+    """Move a main-graph node into a new local function and call it (possibly calling it from another
+    function, several levels deep; with ``twice``, sometimes twice per level)."""
+    g, n = _node(draw, m)
+    if n is None or g is not m.graph:
+        return
+    inner = onnx.NodeProto()
+    inner.CopyFrom(n)
+    inner.input[:] = [f"i{k}" if x else "" for k, x in enumerate(n.input)]
+    inner.output[:] = [f"o{k}" if x else "" for k, x in enumerate(n.output)]
+    ops = list(m.opset_import) + [helper.make_opsetid("local", 1)]
+    name = f"W{len(m.functions)}"
+    body = [inner]
+    for level in range(draw(st.integers(1, 4))):
+        m.functions.append(helper.make_function("local", f"{name}_{level}", [x for x in inner.input if x],
+                                                [x for x in inner.output if x], body, ops))
+        ins, outs = [x for x in inner.input if x], [x for x in inner.output if x]
+        call = helper.make_node(f"{name}_{level}", ins, outs, domain="local")
+        body = [call]
+        if twice and len(ins) == len(outs) == 1 and draw(st.booleans()):  # call it twice, in a chain
+            body = [helper.make_node(call.op_type, ins, ["mid"], domain="local"),
+                    helper.make_node(call.op_type, ["mid"], outs, domain="local")]
+    n.op_type, n.domain = call.op_type, "local"
+    n.input[:] = [x for x in n.input if x]
+    n.output[:] = [x for x in n.output if x]
+    del n.attribute[:]
+    if draw(st.booleans()):
+        m.opset_import.append(helper.make_opsetid("local", 1))
+
+
 def mut_sparse(draw, m):
     n = draw(st.integers(0, 4))
     vals = numpy_helper.from_array(np.ones(n, np.float32), draw(st.sampled_from(["sp", "x", "w0"])))
@@ -470,7 +500,7 @@ def mut_value_info(draw, m):
 
 MUTATIONS = [mut_drop_node, mut_duplicate_node, mut_rename, mut_swap_inputs, mut_dims, mut_dtype, mut_attribute,
              mut_payload, mut_subgraph, mut_operator, mut_versions, mut_function, mut_sparse, mut_names, mut_value_info,
-             mut_semantic, mut_semantic]
+             mut_semantic, mut_semantic, mut_wrap_in_function]
 
 
 @st.composite
@@ -503,9 +533,10 @@ def _infer_in_process(skeleton):
     """static._infer without its child process (fuzzing throughput: a child costs ~0.3 s). The same
     error mapping; ``make fuzz`` runs under ``ulimit -v`` so that a blow-up is a MemoryError here."""
     from eeki_label.errors import ModelTooLargeError, ShapeError
+    from eeki_label.profile._ortchild import inline_and_infer
 
     try:
-        return onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
+        return inline_and_infer(skeleton)
     except MemoryError as e:
         raise ModelTooLargeError(f"onnx shape inference needed more memory than allowed: {e}") from e
     except Exception as e:
@@ -514,33 +545,46 @@ def _infer_in_process(skeleton):
         raise ShapeError(f"shape inference failed at the given input shapes: {' '.join(str(e).split())[:200]}") from e
 
 
-def check_file(path: Path, data: bytes, runtime: bool = False, inprocess_inference: bool = False) -> str:
-    """Write ``data`` to ``path`` (beside a small ``weights.bin``) and run the stages on it; returns
-    ``"label"`` or the name of the EekiError raised. Any other exception propagates (a finding).
-    ``inprocess_inference``: onnx shape inference in this process (faster, for fuzzing)."""
-    from eeki_label.model_io import LoadLimits, iter_all_tensors, load_model, materialize, tensor_array
-    from eeki_label.models import dump_json
+_LIMITS = dict(max_file_bytes=1 << 22, max_tensor_bytes=1 << 24, max_activation_bytes=1 << 26)
+
+
+def assess_file(path: Path, data: bytes, runtime: bool = False, inprocess_inference: bool = False):
+    """Write ``data`` to ``path`` (beside a small ``weights.bin``) and assess it as the fuzz does:
+    the label, or the EekiError raised (any other exception propagates: a finding)."""
+    from eeki_label.model_io import LoadLimits
     from eeki_label.pipeline import AssessOptions, assess
     from eeki_label.transfer.stage import TransferOptions
 
     path.write_bytes(data)
     (path.parent / "weights.bin").write_bytes(bytes(4096))
-    limits = LoadLimits(max_file_bytes=1 << 22, max_tensor_bytes=1 << 24, max_activation_bytes=1 << 26)
     # the NNC stage (another engineer's, with its own tests) is left out: it runs the model in this process
-    options = AssessOptions(device_classes=("edge-gpu-batch1",), runs=1 if runtime else 0, limits=limits,
+    options = AssessOptions(device_classes=("edge-gpu-batch1",), runs=1 if runtime else 0, limits=LoadLimits(**_LIMITS),
                             runtime_time_limit_s=20.0, issued_at="2026-01-01T00:00:00+00:00",
                             transfer=TransferOptions(enabled=False))
     # without the runtime the shape probe (a child process running the model) is left out as well
     no_probe = nullcontext() if runtime else mock.patch("eeki_label.pipeline.probe_shapes", lambda *a, **k: {})
     infer = (mock.patch("eeki_label.profile.static._infer", _infer_in_process) if inprocess_inference
              else nullcontext())
-    outcome = "label"
     try:
         with no_probe, infer:
-            dump_json(assess(path, options))
+            return assess(path, options)
     except EekiError as e:
         assert "\n" not in str(e), "an error message must be one line"
-        outcome = type(e).__name__
+        return e
+
+
+def check_file(path: Path, data: bytes, runtime: bool = False, inprocess_inference: bool = False) -> str:
+    """:func:`assess_file`, the label serialised, then every tensor read back; returns ``"label"`` or
+    the name of the EekiError raised. ``inprocess_inference``: onnx shape inference in this process
+    (faster, for fuzzing)."""
+    from eeki_label.model_io import LoadLimits, iter_all_tensors, load_model, materialize, tensor_array
+    from eeki_label.models import dump_json
+
+    result = assess_file(path, data, runtime, inprocess_inference)
+    outcome = type(result).__name__ if isinstance(result, EekiError) else "label"
+    if outcome == "label":
+        dump_json(result)
+    limits = LoadLimits(**_LIMITS)
     try:
         loaded = load_model(path, limits)
     except EekiError:

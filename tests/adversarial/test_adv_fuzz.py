@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from fuzz_models import check_file, fuzz_dir, mutated_model_files
+from eeki_label.errors import EekiError, ModelInvalidError
+from fuzz_models import assess_file, base_models, check_file, fuzz_dir, mut_wrap_in_function, mutated_model_files
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
            HealthCheck.function_scoped_fixture]
@@ -51,6 +53,37 @@ def test_mutated_models_give_a_label_or_an_eeki_error(data):
     finally:
         if keep is not None:
             faulthandler.cancel_dump_traceback_later()
+
+
+@settings(FUZZ, max_examples=min(FUZZ.max_examples, 400))
+@given(base_models(), st.data())
+def test_wrapping_nodes_in_local_functions_keeps_the_profile(m, data):
+    """Metamorphic: moving nodes into model-local functions (nested up to four levels) changes nothing
+    that runs, so the label's profile and energy must not change either (a profile that did not look
+    into functions gave 0 MACs and class A)."""
+    import onnx
+
+    wrapped = onnx.ModelProto()
+    wrapped.CopyFrom(m)
+    for _ in range(data.draw(st.integers(1, 3))):
+        mut_wrap_in_function(data.draw, wrapped, twice=False)
+    if not any(o.domain == "local" for o in wrapped.opset_import):
+        wrapped.opset_import.add(domain="local", version=1)
+    plain = assess_file(_WORK / "plain.onnx", m.SerializeToString(), inprocess_inference=True)
+    moved = assess_file(_WORK / "wrapped.onnx", wrapped.SerializeToString(), inprocess_inference=True)
+    if isinstance(plain, EekiError):
+        event(f"base model refused: {type(plain).__name__}")
+        return
+    if isinstance(moved, ModelInvalidError) and "ONNX checker" in str(moved):
+        event("wrapped model refused by the checker")  # e.g. a moved If whose branches read outer names
+        return
+    assert not isinstance(moved, EekiError), moved
+    event("compared")
+    a, b = plain.labels[0], moved.labels[0]
+    for key in ("macs", "macs_depthwise", "macs_by_op", "op_histogram", "node_count", "parameters", "weight_bytes",
+                "activation_bytes", "activation_peak_bytes"):
+        assert getattr(b.model, key) == getattr(a.model, key), key
+    assert b.inference.energy_j == a.inference.energy_j and b.label.index == a.label.index
 
 
 # --------------------------------------------------------------------------------------------
