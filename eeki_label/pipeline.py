@@ -208,7 +208,8 @@ def build_label(
     if static.unresolved_nodes:
         notes.append(f"{len(static.unresolved_nodes)} compute node(s) with unknown shapes are not counted in MACs")
     if static.loop_bodies:
-        notes.append("the model has Loop/Scan bodies; each is counted once, so MACs are a lower bound")
+        notes.append(f"{static.loop_bodies} subgraph(s) (Loop/Scan bodies) run a number of times known only at run "
+                     "time; each is counted once, so MACs are a lower bound")
 
     gradable = energy.energy_j is not None and ref_e is not None and ref_e > 0
     index = energy.energy_j / ref_e if gradable else None

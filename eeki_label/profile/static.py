@@ -9,8 +9,10 @@ are compared like for like):
 * **macs** are multiply-accumulates of one inference at the resolved input shapes (one MAC = 1),
   counted for Conv (grouped, depthwise), ConvTranspose, Gemm, MatMul (batched, broadcast), Einsum,
   LSTM/GRU/RNN and their quantised variants. Element-wise ops, pooling and normalisation are not
-  MACs (as in torchvision's published GFLOPS, which count MACs). Loop/Scan bodies count once;
-  ``loop_bodies`` says when that makes the figure a lower bound.
+  MACs (as in torchvision's published GFLOPS, which count MACs). A Loop body counts its stored trip
+  count times, a Scan body the length of its scan input, both branches of an If once (upper
+  bounds); a body whose count is known only at run time counts once, and ``loop_bodies`` says how
+  many there are (the figure is then a lower bound).
 * **activation_bytes** is the sum of the sizes of every tensor a node produces during one
   inference (what is written to memory); **activation_peak_bytes** is the largest
   inputs-plus-outputs working set of any single node, a lower bound on the memory needed.
@@ -282,6 +284,114 @@ def _einsum_macs(node: NodeProto, types) -> int | None:
     return numel(list(sizes.values())) if len(terms) > 1 else 0
 
 
+@dataclass(frozen=True)
+class SubgraphLink:
+    parent: str
+    """Path of the graph holding the node (``""``: the main graph)."""
+    node: NodeProto
+    attribute: str
+
+
+def subgraph_links(model: ModelProto) -> dict[str, SubgraphLink]:
+    """For each subgraph path of :func:`iter_graphs` (bodies of If/Loop/Scan, at any depth), the graph
+    and node that hold it. Paths are not split on ``/``: node names may contain it."""
+    links: dict[str, SubgraphLink] = {}
+    for path, graph in iter_graphs(model):
+        if path.startswith("fn:"):
+            continue
+        for i, node in enumerate(graph.node):
+            for a in node.attribute:
+                if a.type == AttributeProto.GRAPH:
+                    links[f"{path}/{node.name or f'#{i}'}.{a.name}" if path else f"{node.name or f'#{i}'}.{a.name}"
+                          ] = SubgraphLink(path, node, a.name)
+    return links
+
+
+#: A Loop trip count above this is taken for the "run until the condition says stop" sentinel that
+#: exporters write (2^63 - 1), not for an iteration count: such a loop counts as of unknown length.
+MAX_STATIC_TRIP_COUNT = 1_000_000
+
+
+def _small_int_constants(graph: GraphProto) -> dict[str, int]:
+    """Integer scalars (or one-element tensors) a graph stores: initializers and Constant nodes."""
+    from onnx import numpy_helper
+
+    out: dict[str, int] = {}
+    tensors = [(t.name, t) for t in graph.initializer]
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.type == AttributeProto.TENSOR:
+                    tensors.append((node.output[0], a.t))
+                elif a.name == "value_int" and a.type == AttributeProto.INT:
+                    out[node.output[0]] = int(a.i)
+    for name, t in tensors:
+        if t.data_type in (TensorProto.INT64, TensorProto.INT32) and numel(t.dims) == 1 \
+                and t.data_location != TensorProto.EXTERNAL:
+            try:
+                out[name] = int(numpy_helper.to_array(t).reshape(-1)[0])
+            except (ValueError, IndexError):
+                pass
+    return out
+
+
+def iteration_counts(model: ModelProto, graph_types: dict[str, dict]) -> dict[str, "int | None"]:
+    """How many times each subgraph runs per run of the graph holding it: a Loop body its trip count
+    when that is a stored integer (at most ``MAX_STATIC_TRIP_COUNT``; the loop's condition may stop
+    it sooner, so this is an upper bound), a Scan body the length of its first scan input, an If
+    branch 1 (both branches are counted: an upper bound). None: not known before running (a trip
+    count computed at run time, or a subgraph of an operator not listed here)."""
+    graphs = dict(iter_graphs(model))
+    links = subgraph_links(model)
+    constants: dict[str, dict[str, int]] = {}
+    counts: dict[str, "int | None"] = {}
+    for path, link in links.items():
+        node = link.node
+        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+            counts[path] = 1
+        elif node.op_type == "Loop" and node.domain in ("", "ai.onnx") and link.attribute == "body":
+            m = _io(node.input, 0)
+            value, where = None, link.parent
+            while m and value is None:  # the trip count may be stored in this graph or an enclosing one
+                if where not in constants:
+                    constants[where] = _small_int_constants(graphs[where])
+                value = constants[where].get(m)
+                if where not in links:
+                    break
+                where = links[where].parent
+            counts[path] = value if value is not None and 0 <= value <= MAX_STATIC_TRIP_COUNT else None
+        elif node.op_type == "Scan" and node.domain in ("", "ai.onnx") and link.attribute == "body":
+            n_scan = _int_attr(node, "num_scan_inputs", 0)
+            axes = _attr(node, "scan_input_axes", None) or [0]
+            first = _io(node.input, len(node.input) - n_scan) if 0 < n_scan <= len(node.input) else ""
+            shape = _shape(graph_types.get(link.parent, {}), first)
+            try:
+                axis = int(axes[0])
+            except (TypeError, ValueError, IndexError):
+                axis = None
+            counts[path] = shape[axis] if shape and axis is not None and -len(shape) <= axis < len(shape) else None
+        else:
+            counts[path] = None
+    return counts
+
+
+def runs_per_inference(links: dict[str, SubgraphLink], counts: dict[str, "int | None"]) -> dict[str, "int | None"]:
+    """Runs of every graph per inference: the product of the iteration counts on its way up to the
+    main graph (None when one of them is unknown)."""
+    runs: dict[str, "int | None"] = {"": 1}
+
+    def of(path: str) -> "int | None":
+        if path not in runs:
+            link = links.get(path)
+            outer = of(link.parent) if link is not None else 1
+            runs[path] = None if outer is None or counts.get(path) is None else outer * counts[path]
+        return runs[path]
+
+    for path in links:
+        of(path)
+    return runs
+
+
 def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> tuple[ModelProto, dict[str, dict]]:
     """Shape-inferred structure of the model and, per graph path, ``name -> (shape, elem_type)``.
 
@@ -291,9 +401,10 @@ def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> t
     """
     inferred = _infer(_with_fixed_inputs(loaded.proto, shapes))
     graph_types: dict[str, dict] = {}
+    links = subgraph_links(inferred)
     for path, graph in iter_graphs(inferred):
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        graph_types[path] = _tensor_types(graph, graph_types.get(parent, {}) if path else {})
+        outer = graph_types.get(links[path].parent, {}) if path in links else {}
+        graph_types[path] = _tensor_types(graph, outer)
     if probe is not None:
         # Shapes static inference could not settle (e.g. a Reshape target computed at run time):
         # ask the runtime once for the concrete shapes of the tensors those nodes touch.
@@ -333,36 +444,39 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) ->
 
     inferred, graph_types = typed_graphs(loaded, shapes, probe)
     graphs = list(iter_graphs(inferred))
+    links = subgraph_links(inferred)
+    runs = runs_per_inference(links, iteration_counts(inferred, graph_types))
 
     macs = macs_dw = activation = activation_elems = peak = peak_elems = node_count = loops = 0
     peak_node = ""
     by_op: Counter[str] = Counter()
     hist: Counter[str] = Counter()
     unresolved: list[str] = []
+    loops = sum(1 for path, link in links.items() if runs.get(path) is None)
     for path, graph in graphs:
         types = graph_types[path]
+        times = runs.get(path)
+        times = 1 if times is None else times  # run an unknown number of times: counts once (``loop_bodies``)
         stored = {t.name for t in graph.initializer} | {
             n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
         for i, node in enumerate(graph.node):
             node_count += 1
             hist[node.op_type] += 1
-            if node.op_type in ("Loop", "Scan"):
-                loops += 1
             if node.op_type == "Constant":
                 continue
             n, depthwise = node_macs(node, types)
             if n is None:
                 unresolved.append(node.name or f"{node.op_type}#{i}")
             elif n:
-                macs += n
-                by_op[node.op_type] += n
+                macs += n * times
+                by_op[node.op_type] += n * times
                 if depthwise:
-                    macs_dw += n
+                    macs_dw += n * times
             out_bytes = sum(_bytes(types, o) for o in node.output if o)
             in_bytes = sum(_bytes(types, x) for x in node.input if x and x not in stored)
-            activation += out_bytes
+            activation += out_bytes * times
             out_elems = sum(_elements(types, o) for o in node.output if o)
-            activation_elems += out_elems
+            activation_elems += out_elems * times
             if out_bytes + in_bytes > peak:
                 peak = out_bytes + in_bytes
                 peak_node = (f"{path}/" if path else "") + (node.name or f"{node.op_type}#{i}")

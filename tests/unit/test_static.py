@@ -102,6 +102,70 @@ def test_subgraph_tensors_and_macs_are_counted(tmp_path):
     assert p.macs == 2 * 4 * 4
 
 
+def _int64(name, value):
+    return numpy_helper.from_array(np.array(value, np.int64), name)
+
+
+def _loop_model(trip, nested_trip=None, trip_as_input=False, name="loop"):
+    """y = x @ w repeated ``trip`` times in a Loop (optionally inside an outer Loop of ``nested_trip``);
+    the trip count is a stored scalar, or a graph input (known only at run time)."""
+    body_nodes = [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("MatMul", ["h_in", "w"], ["h_out"])]
+    body = helper.make_graph(body_nodes, "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                                                  helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+                                                  vi("h_in", [2, 8])],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), vi("h_out", [2, 8])])
+    loop = helper.make_node("Loop", ["M", "", "x"], ["y"], body=body, name=name)
+    inputs, inits = [vi("x", [2, 8])], [weight("w", (8, 8))]
+    if trip_as_input:
+        inputs.append(helper.make_tensor_value_info("M", TensorProto.INT64, []))
+    else:
+        inits.append(_int64("M", trip))
+    if nested_trip is not None:
+        outer_body = helper.make_graph(
+            [helper.make_node("Identity", ["oc_in"], ["oc_out"]),
+             helper.make_node("Loop", ["M", "", "oh_in"], ["oh_out"], body=body, name="inner")], "outer",
+            [helper.make_tensor_value_info("oi", TensorProto.INT64, []),
+             helper.make_tensor_value_info("oc_in", TensorProto.BOOL, []), vi("oh_in", [2, 8])],
+            [helper.make_tensor_value_info("oc_out", TensorProto.BOOL, []), vi("oh_out", [2, 8])])
+        inits.append(_int64("N", nested_trip))
+        loop = helper.make_node("Loop", ["N", "", "x"], ["y"], body=outer_body, name="outer/loop")
+    graph = helper.make_graph([loop], "g", inputs, [vi("y", [2, 8])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_loop_body_counts_its_stored_trip_count(tmp_path):
+    p = profile(_loop_model(10), tmp_path)
+    assert p.macs == 10 * 2 * 8 * 8 and p.loop_bodies == 0
+    assert p.activation_bytes == 10 * (2 * 8 * 4 + 1) + 2 * 8 * 4  # per iteration h_out and c_out; then y
+
+
+def test_nested_loops_multiply_and_a_slash_in_a_node_name_does_not_break_scoping(tmp_path):
+    p = profile(_loop_model(3, nested_trip=5), tmp_path)
+    assert p.macs == 5 * 3 * 2 * 8 * 8 and p.loop_bodies == 0
+
+
+def test_loop_that_never_runs_has_no_macs(tmp_path):
+    assert profile(_loop_model(0), tmp_path).macs == 0
+
+
+@pytest.mark.parametrize("trip_as_input,trip", [(True, 1), (False, 2**63 - 1)], ids=["run_time", "sentinel"])
+def test_loop_of_unknown_length_counts_once_and_says_so(trip_as_input, trip, tmp_path):
+    p = profile(_loop_model(trip, trip_as_input=trip_as_input), tmp_path)
+    assert p.macs == 2 * 8 * 8 and p.loop_bodies == 1
+
+
+def test_scan_body_counts_the_scan_length(tmp_path):
+    body = helper.make_graph([helper.make_node("MatMul", ["s_in", "w"], ["s_out"]),
+                              helper.make_node("Identity", ["h_in"], ["h_out"])], "body",
+                             [vi("h_in", [2, 8]), vi("s_in", [2, 8])], [vi("h_out", [2, 8]), vi("s_out", [2, 8])])
+    scan = helper.make_node("Scan", ["h0", "xs"], ["h", "ys"], body=body, num_scan_inputs=1, scan_input_axes=[1])
+    graph = helper.make_graph([scan], "g", [vi("h0", [2, 8]), vi("xs", [2, 7, 8])], [vi("h", [2, 8]), vi("ys", [7, 2, 8])],
+                              initializer=[weight("w", (8, 8))])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    p = profile(m, tmp_path)
+    assert p.macs == 7 * 2 * 8 * 8 and p.loop_bodies == 0
+
+
 CATALOGUE_SOURCE = json.loads((ROOT / "scripts" / "catalogue_source.json").read_text())["models"]
 CLASSIFIERS = [m for m in CATALOGUE_SOURCE if "macs" in m["published"]]
 
