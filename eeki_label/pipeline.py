@@ -27,7 +27,9 @@ from eeki_label.models import (
     CatalogueInfo, DeviceClassInfo, DeviceDataInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
     QualityInfo, ReferenceInfo, RulesInfo, RuntimeInfo, TaskInfo, TensorSpec, ToolInfo,
 )
-from eeki_label.profile.runtime import DEFAULT_RUNS, RuntimeProfile, probe_shapes, runtime_profile, trial_run
+from eeki_label.profile.runtime import (
+    DEFAULT_RUNS, RuntimeProfile, probe_shapes, probe_values, runtime_profile, trial_run,
+)
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
@@ -120,9 +122,9 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
                 if options.transfer.enabled and options.transfer.previous is not None else None)
     shapes = resolve_input_shapes(loaded.proto, options.input_shapes)
     step("static profile", 0, 1)
-    probe = partial(probe_shapes, loaded, shapes, time_limit_s=options.runtime_time_limit_s,
-                    max_activation_bytes=options.limits.max_activation_bytes)
-    static = static_profile(loaded, shapes, probe=probe)
+    limits = dict(time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes)
+    probe = partial(probe_shapes, loaded, shapes, **limits)
+    static = static_profile(loaded, shapes, probe=probe, value_probe=partial(probe_values, loaded, shapes, **limits))
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     step("recycling", 0, 1)
     recycling = recycling_info(assess_recycling(

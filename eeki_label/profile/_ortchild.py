@@ -159,7 +159,10 @@ def main() -> int:
         names = [o.name for o in session.get_outputs()]
         if request["task"] == "probe":
             values = session.run(None, feeds, run_options)
-            _emit({"ok": {"shapes": {n: [int(d) for d in np.shape(v)] for n, v in zip(names, values)}}})
+            _emit({"ok": {"shapes": {n: [int(d) for d in np.shape(v)] for n, v in zip(names, values)},
+                          "values": {n: int(v.reshape(-1)[0]) for n, v in zip(names, values)
+                                     if isinstance(v, np.ndarray) and v.size == 1
+                                     and np.issubdtype(v.dtype, np.integer)}}})
             return 0
         for _ in range(int(request.get("warmup", 0))):
             session.run(None, feeds, run_options)

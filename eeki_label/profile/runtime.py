@@ -225,14 +225,10 @@ def trial_run(loaded: LoadedModel, shapes: dict[str, Shape], *, time_limit_s: "f
                      weight_bytes=loaded.file_bytes + loaded.external_bytes, what=what).elapsed_s
 
 
-def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
-                 time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
-                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> dict[str, Shape]:
-    """Concrete shapes of intermediate tensors of the main graph, by running the model once with
-    those tensors added as outputs. Used only when static shape inference leaves them unknown.
-    Runs in a child process under the same time limit and memory cap as the runtime profile."""
-    if not names:
-        return {}
+def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time_limit_s, max_activation_bytes
+           ) -> dict:
+    """One run of the model in the child process with main-graph tensors ``names`` added as outputs;
+    the child's answer (``shapes`` of every output, ``values`` of the one-element integer ones)."""
     specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
     model = materialize(loaded)
     existing = {o.name for o in model.graph.output}
@@ -242,9 +238,36 @@ def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str]
     done = run_child({"task": "probe", "inputs": specs, "seed": DEFAULT_SEED}, data, time_limit_s=time_limit_s,
                      max_activation_bytes=max_activation_bytes, weight_bytes=len(data),
                      what="the shape probe (one run for shapes static inference cannot settle)")
-    found = done.value.get("shapes", {})
+    return done.value
+
+
+def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
+                 time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
+                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> dict[str, Shape]:
+    """Concrete shapes of intermediate tensors of the main graph, by running the model once with
+    those tensors added as outputs. Used only when static shape inference leaves them unknown.
+    Runs in a child process under the same time limit and memory cap as the runtime profile."""
+    if not names:
+        return {}
+    found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes).get("shapes", {})
     wanted = set(names)
     try:
         return {n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted}
     except (AttributeError, TypeError, ValueError) as e:
         raise RuntimeProfileError("the onnxruntime child process answered malformed shapes") from e
+
+
+def probe_values(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
+                 time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
+                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> dict[str, int]:
+    """Values of one-element integer tensors of the main graph computed at run time (Loop trip
+    counts), from one run with the generated inputs, as :func:`probe_shapes`. Names whose value is
+    not a one-element integer are left out."""
+    if not names:
+        return {}
+    found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes).get("values", {})
+    wanted = set(names)
+    try:
+        return {n: int(v) for n, v in found.items() if n in wanted}
+    except (AttributeError, TypeError, ValueError) as e:
+        raise RuntimeProfileError("the onnxruntime child process answered malformed values") from e

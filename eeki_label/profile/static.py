@@ -335,12 +335,14 @@ def _small_int_constants(graph: GraphProto) -> dict[str, int]:
     return out
 
 
-def iteration_counts(model: ModelProto, graph_types: dict[str, dict]) -> dict[str, "int | None"]:
+def iteration_counts(model: ModelProto, graph_types: dict[str, dict], run_values: "dict[str, int] | None" = None
+                     ) -> dict[str, "int | None"]:
     """How many times each subgraph runs per run of the graph holding it: a Loop body its trip count
-    when that is a stored integer (at most ``MAX_STATIC_TRIP_COUNT``; the loop's condition may stop
-    it sooner, so this is an upper bound), a Scan body the length of its first scan input, an If
-    branch 1 (both branches are counted: an upper bound). None: not known before running (a trip
-    count computed at run time, or a subgraph of an operator not listed here)."""
+    when that is a stored integer or, for a loop of the main graph, in ``run_values`` (values seen in
+    a run; at most ``MAX_STATIC_TRIP_COUNT``; the loop's condition may stop it sooner, so this is an
+    upper bound), a Scan body the length of its first scan input, an If branch 1 (both branches are
+    counted: an upper bound). None: not known (a trip count computed at run time and not in
+    ``run_values``, the "until the condition stops it" sentinel, or an operator not listed here)."""
     graphs = dict(iter_graphs(model))
     links = subgraph_links(model)
     constants: dict[str, dict[str, int]] = {}
@@ -357,6 +359,8 @@ def iteration_counts(model: ModelProto, graph_types: dict[str, dict]) -> dict[st
                     constants[where] = _small_int_constants(graphs[where])
                 value = constants[where].get(m)
                 if where not in links:
+                    if value is None and run_values:
+                        value = run_values.get(m)
                     break
                 where = links[where].parent
             counts[path] = value if value is not None and 0 <= value <= MAX_STATIC_TRIP_COUNT else None
@@ -411,8 +415,7 @@ def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> t
         # Only names of the model's own main graph can be asked for: values inside inlined local
         # functions have names the inliner made up (their nodes stay unresolved when unknown).
         top = graph_types[""]
-        own = {name for node in loaded.proto.graph.node for name in node.output} | {
-            vi.name for vi in loaded.proto.graph.input}
+        own = main_graph_names(loaded.proto)
         missing = sorted(({
             name for node in inferred.graph.node if node_macs(node, top)[0] is None
             for name in list(node.input) + list(node.output) if name and _shape(top, name) is None
@@ -423,13 +426,30 @@ def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> t
     return inferred, graph_types
 
 
-def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) -> StaticProfile:
+def main_graph_names(model: ModelProto) -> set[str]:
+    """Values of the model's own main graph (inputs, initializers, node outputs): the only ones a probe
+    can ask onnxruntime for (values inside inlined functions have names the inliner made up)."""
+    g = model.graph
+    return {n for node in g.node for n in node.output} | {vi.name for vi in g.input} | {t.name for t in g.initializer}
+
+
+def _runtime_trip_counts(inferred: ModelProto, links, counts, own: set[str]) -> list[str]:
+    """Trip-count inputs of main-graph Loops whose count is not stored, to ask a value probe for (a
+    stored count above ``MAX_STATIC_TRIP_COUNT`` is the endless-loop sentinel: nothing to ask)."""
+    stored = _small_int_constants(inferred.graph)
+    return sorted({_io(link.node.input, 0) for path, link in links.items()
+                   if link.parent == "" and link.node.op_type == "Loop" and counts.get(path) is None
+                   and _io(link.node.input, 0) in own and _io(link.node.input, 0) not in stored})
+
+
+def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, value_probe=None) -> StaticProfile:
     """Profile ``loaded`` at the concrete input ``shapes`` (from :func:`resolve_input_shapes`).
 
     ``probe(names) -> {name: shape}``, when given, supplies concrete shapes of main-graph tensors
     that static shape inference leaves unknown (the pipeline passes
     :func:`eeki_label.profile.runtime.probe_shapes`); without it such nodes are listed in
-    ``unresolved_nodes``.
+    ``unresolved_nodes``. ``value_probe(names) -> {name: int}``, when given, supplies trip counts of
+    main-graph Loops computed at run time (:func:`eeki_label.profile.runtime.probe_values`).
     """
     t0 = time.perf_counter()
     model = loaded.proto
@@ -445,7 +465,11 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None) ->
     inferred, graph_types = typed_graphs(loaded, shapes, probe)
     graphs = list(iter_graphs(inferred))
     links = subgraph_links(inferred)
-    runs = runs_per_inference(links, iteration_counts(inferred, graph_types))
+    counts = iteration_counts(inferred, graph_types)
+    asked = _runtime_trip_counts(inferred, links, counts, main_graph_names(model)) if value_probe else []
+    if asked:
+        counts = iteration_counts(inferred, graph_types, value_probe(asked))
+    runs = runs_per_inference(links, counts)
 
     macs = macs_dw = activation = activation_elems = peak = peak_elems = node_count = loops = 0
     peak_node = ""

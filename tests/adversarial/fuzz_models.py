@@ -562,7 +562,8 @@ def assess_file(path: Path, data: bytes, runtime: bool = False, inprocess_infere
                             runtime_time_limit_s=20.0, issued_at="2026-01-01T00:00:00+00:00",
                             transfer=TransferOptions(enabled=False))
     # without the runtime the shape probe (a child process running the model) is left out as well
-    no_probe = nullcontext() if runtime else mock.patch("eeki_label.pipeline.probe_shapes", lambda *a, **k: {})
+    no_probe = nullcontext() if runtime else mock.patch.multiple(
+        "eeki_label.pipeline", probe_shapes=lambda *a, **k: {}, probe_values=lambda *a, **k: {})
     infer = (mock.patch("eeki_label.profile.static._infer", _infer_in_process) if inprocess_inference
              else nullcontext())
     try:

@@ -425,3 +425,25 @@ def test_training_info_external_data_outside_the_folder_is_never_read(tmp_path):
         pytest.fail("assess blocked: something opened the training graph's external data")
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert json.loads((out / "label.json").read_text())["model"]["parameters"] == 260  # tiny CNN's own
+
+
+@pytest.mark.parametrize("computed", [False, True], ids=["stored_trip_count", "trip_count_computed_at_run_time"])
+def test_compute_repeated_in_a_loop_is_counted_per_iteration(computed, tmp_path, capfd):
+    """A MatMul run 50 times in a Loop does 50 times the work of one: the trip count is stored, or
+    computed from the input's shape at run time (then the probe asks onnxruntime for it)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("MatMul", ["h_in", "w"], ["h_out"])],
+        "body", [H.vi("i", [], TensorProto.INT64), H.vi("c_in", [], TensorProto.BOOL), H.vi("h_in", [50, 64])],
+        [H.vi("c_out", [], TensorProto.BOOL), H.vi("h_out", [50, 64])])
+    w = numpy_helper.from_array(np.random.default_rng(0).random((64, 64), np.float32), "w")
+    if computed:  # M = Shape(x)[0]: 50, known only once the model runs
+        nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["M"], axis=0)]
+        inits = [w, numpy_helper.from_array(np.array(0, np.int64), "zero")]
+    else:
+        nodes, inits = [], [w, numpy_helper.from_array(np.array(50, np.int64), "M")]
+    nodes.append(helper.make_node("Loop", ["M", "", "x"], ["y"], body=body))
+    m = H.model(nodes, [H.vi("x", [50, 64])], [H.vi("y", [50, 64])], inits)
+    rc, _, stderr, out, _ = assess(H.write(m, tmp_path / "m.onnx"), tmp_path, capfd)
+    doc = assert_label(rc, stderr, out)
+    assert doc["model"]["macs"] == 50 * (50 * 64 * 64) and doc["model"]["loop_bodies"] == 0
+    assert not any("lower bound" in n for n in doc["label"]["notes"])

@@ -148,6 +148,23 @@ def test_loop_that_never_runs_has_no_macs(tmp_path):
     assert profile(_loop_model(0), tmp_path).macs == 0
 
 
+def test_loop_trip_count_computed_at_run_time_is_probed(tmp_path):
+    from eeki_label.profile.runtime import probe_values
+
+    loaded = load_model(save(_loop_model(1, trip_as_input=True), tmp_path / "m.onnx"))
+    shapes = resolve_input_shapes(loaded.proto, {})
+    asked = []
+
+    def values(names):
+        asked.append(names)
+        return {"M": 6}
+
+    p = static_profile(loaded, shapes, value_probe=values)
+    assert asked == [["M"]] and p.macs == 6 * 2 * 8 * 8 and p.loop_bodies == 0
+    # the real probe runs the model: the generated integer input is 1, so is the trip count
+    assert probe_values(loaded, shapes, ["M"]) == {"M": 1}
+
+
 @pytest.mark.parametrize("trip_as_input,trip", [(True, 1), (False, 2**63 - 1)], ids=["run_time", "sentinel"])
 def test_loop_of_unknown_length_counts_once_and_says_so(trip_as_input, trip, tmp_path):
     p = profile(_loop_model(trip, trip_as_input=trip_as_input), tmp_path)
