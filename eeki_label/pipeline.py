@@ -209,6 +209,9 @@ def build_label(
         notes.append(sel.description)
     if static.unresolved_nodes:
         notes.append(f"{len(static.unresolved_nodes)} compute node(s) with unknown shapes are not counted in MACs")
+    if static.uncounted_ops:
+        ops = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in static.uncounted_ops)
+        notes.append(f"operators whose multiply-accumulates are not modelled: {ops}; MACs are a lower bound")
     if static.loop_bodies:
         notes.append(f"{static.loop_bodies} subgraph(s) (Loop/Scan bodies) run a number of times known only at run "
                      "time; each is counted once, so MACs are a lower bound")

@@ -40,7 +40,21 @@ from eeki_label.model_io import (
 from eeki_label.profile.shapes import Shape, dtype_name, graph_inputs
 
 CONV_WEIGHT_INDEX = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "NhwcConv": 1, "FusedConv": 1}
-_MATMUL_B_INDEX = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "FusedMatMul": 1}
+#: MatMul and its quantised and fused forms (com.microsoft: FusedMatMul, MatMulNBits and MatMulBnb4 for
+#: 4-bit weights, MatMulIntegerToFloat, DynamicQuantizeMatMul, GemmFastGelu): MACs = output
+#: elements x the last dimension of A (the B index is that of the weight input).
+_MATMUL_B_INDEX = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "FusedMatMul": 1, "MatMulNBits": 1,
+                   "MatMulBnb4": 1, "MatMulIntegerToFloat": 1, "DynamicQuantizeMatMul": 1, "GemmFastGelu": 1}
+#: Operators that multiply-accumulate but whose MACs this profile does not model (attention kernels,
+#: deformable convolution, float8 and quantised GEMMs): a model using them gets a note that its MACs
+#: are a lower bound, never a silent zero.
+MAC_OPS_NOT_COUNTED = frozenset({
+    "Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention", "PackedMultiHeadAttention",
+    "QAttention", "QOrderedAttention", "DecoderAttention", "DecoderMaskedMultiHeadAttention",
+    "DecoderMaskedSelfAttention", "LongformerAttention", "SparseAttention", "PagedAttention", "RelativePositionBias",
+    "DeformConv", "QGemm", "GemmFloat8", "QOrderedMatMul", "QOrderedLongformerAttention", "DynamicQuantizeLSTM",
+    "ConvTransposeWithDynamicPads", "FusedConvTranspose",
+})
 _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
@@ -84,9 +98,12 @@ class StaticProfile:
     ir_version: int
     producer: str
     loop_bodies: int
-    """Loop/Scan bodies found; each is counted once, so ``macs`` is a lower bound when > 0."""
+    """Subgraph bodies run a number of times not known here; each is counted once, so ``macs`` is a
+    lower bound when > 0."""
     unresolved_nodes: tuple[str, ...] = field(default=())
     """Compute nodes whose MACs could not be determined because shapes stayed unknown."""
+    uncounted_ops: tuple[tuple[str, int], ...] = field(default=())
+    """(operator, nodes) of operators in ``MAC_OPS_NOT_COUNTED``: ``macs`` is a lower bound."""
     elapsed_s: float = 0.0
     activation_peak_node: str = ""
     """The node whose working set is ``activation_peak_bytes`` (its name, else ``op#index``)."""
@@ -237,7 +254,7 @@ def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
         if x is None or w is None:
             return None, False
         return numel(x) * numel(w[1:]), False
-    if op == "Gemm":
+    if op in ("Gemm", "FusedGemm"):
         a = _shape(types, _io(node.input, 0))
         y = _shape(types, _io(node.output, 0))
         if a is None or y is None or len(a) != 2:
@@ -476,6 +493,7 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
     by_op: Counter[str] = Counter()
     hist: Counter[str] = Counter()
     unresolved: list[str] = []
+    uncounted: Counter[str] = Counter()
     loops = sum(1 for path, link in links.items() if runs.get(path) is None)
     for path, graph in graphs:
         types = graph_types[path]
@@ -488,6 +506,8 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
             hist[node.op_type] += 1
             if node.op_type == "Constant":
                 continue
+            if node.op_type in MAC_OPS_NOT_COUNTED:
+                uncounted[node.op_type] += 1
             n, depthwise = node_macs(node, types)
             if n is None:
                 unresolved.append(node.name or f"{node.op_type}#{i}")
@@ -535,6 +555,7 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
         producer=" ".join(f"{model.producer_name} {model.producer_version}".split()),
         loop_bodies=loops,
         unresolved_nodes=tuple(unresolved),
+        uncounted_ops=tuple(sorted(uncounted.items())),
         elapsed_s=time.perf_counter() - t0,
         activation_peak_node=peak_node,
     )

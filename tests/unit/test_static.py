@@ -209,3 +209,27 @@ def test_catalogue_figures_match_this_profiler():
     cat = load_catalogue()
     for entry in CATALOGUE_SOURCE:
         assert cat.model(entry["id"]).work.macs == arch_profile(entry["onnx_file"]).macs, entry["id"]
+
+
+def _ms_model(node, inputs, output, inits):
+    graph = helper.make_graph([node], "g", inputs, [output], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def test_matmul_with_4_bit_weights_is_counted(tmp_path):
+    """com.microsoft MatMulNBits (LLM exports with 4-bit weights): A [M, K] x B packed [N, K/32, 16]."""
+    k, n = 64, 32
+    b = numpy_helper.from_array(np.zeros((n, k // 32, 16), np.uint8), "b")
+    scales = numpy_helper.from_array(np.ones((n * (k // 32),), np.float32), "scales")
+    node = helper.make_node("MatMulNBits", ["a", "b", "scales"], ["y"], domain="com.microsoft", K=k, N=n, bits=4,
+                            block_size=32)
+    p = profile(_ms_model(node, [vi("a", [3, k])], vi("y", [3, n]), [b, scales]), tmp_path)
+    assert p.macs == 3 * n * k and p.uncounted_ops == ()
+
+
+def test_attention_kernel_is_flagged_not_silently_zero(tmp_path):
+    hidden, heads = 16, 2
+    node = helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=heads)
+    p = profile(_ms_model(node, [vi("q", [1, 5, hidden]), vi("k", [1, 5, hidden]), vi("v", [1, 5, hidden])],
+                          vi("y", [1, 5, hidden]), []), tmp_path)
+    assert p.uncounted_ops == (("MultiHeadAttention", 1),)
