@@ -129,7 +129,7 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
     step("recycling", 0, 1)
     recycling = recycling_info(assess_recycling(
         loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices, options.recycling,
-        probe=probe, activation_peak_elements=static.activation_peak_elements,
+        probe=probe, activation_peak_elements=static.activation_peak_elements, subgraph_runs=dict(static.subgraph_runs),
     ), static.weight_bytes)
     runtime = None
     if options.runs > 0:

@@ -106,18 +106,22 @@ def _iter_nodes(model: ModelProto) -> Iterable[tuple[int, str, int, object]]:
 
 
 def node_work(loaded: LoadedModel, shapes: Mapping[str, Shape],
-              probe: "Callable[[list[str]], dict[str, Shape]] | None" = None) -> tuple[NodeWork, ...]:
-    """Per-node MACs at the resolved input ``shapes``, with the static profiler's shape inference and
-    ``node_macs``; ``probe`` (as for :func:`~eeki_label.profile.static.static_profile`) supplies
-    shapes that static inference leaves unknown. Their sum equals the static profile's ``macs``."""
+              probe: "Callable[[list[str]], dict[str, Shape]] | None" = None,
+              subgraph_runs: "Mapping[str, int | None] | None" = None) -> tuple[NodeWork, ...]:
+    """Per-node MACs per inference at the resolved input ``shapes``, with the static profiler's shape
+    inference and ``node_macs``; ``probe`` (as for :func:`~eeki_label.profile.static.static_profile`)
+    supplies shapes that static inference leaves unknown, ``subgraph_runs`` (the static profile's) how
+    often each subgraph runs. Their sum equals the static profile's ``macs``."""
     inferred, types_by_path = typed_graphs(loaded, dict(shapes), probe)
+    runs = dict(subgraph_runs or {})
     out = []
     for order, path, i, node in _iter_nodes(inferred):
         if node.op_type == "Constant":
             macs, ok = 0, True
         else:
             n, _ = node_macs(node, types_by_path[path])
-            macs, ok = (0, False) if n is None else (int(n), True)
+            times = runs.get(path)
+            macs, ok = (0, False) if n is None else (int(n) * (1 if times is None else times), True)
         out.append(NodeWork(node_label(path, i, node), node.op_type, path, order, tuple(node.input),
                             tuple(node.output), macs, ok))
     return tuple(out)
@@ -734,9 +738,11 @@ class RecyclingResult:
 
 def assess_recycling(loaded: LoadedModel, shapes: Mapping[str, Shape], work, base: LoadedModel | None,
                      rules_raw: Mapping, references: Sequence, devices, options: RecyclingOptions = RecyclingOptions(),
-                     probe=None, activation_peak_elements: int = 0) -> RecyclingResult:
+                     probe=None, activation_peak_elements: int = 0,
+                     subgraph_runs: "Mapping[str, int | None] | None" = None) -> RecyclingResult:
     """The recycling stage. ``work`` is the candidate's :class:`~eeki_label.catalogue.WorkProfile`,
-    ``references`` the catalogue models, ``devices`` the device registry."""
+    ``references`` the catalogue models, ``devices`` the device registry, ``subgraph_runs`` the
+    static profile's (see :func:`node_work`)."""
     from eeki_label.energy.estimate import estimate_inference
 
     params0 = training_params(rules_raw)  # fail early on a rule set without a training section
@@ -756,7 +762,7 @@ def assess_recycling(loaded: LoadedModel, shapes: Mapping[str, Shape], work, bas
                         fine_tune_epochs=options.fine_tune_epochs, scratch_epochs=scratch_epochs,
                         scratch_epochs_source=source, features_cached=options.features_cached)
 
-    nodes = node_work(loaded, shapes, probe)
+    nodes = node_work(loaded, shapes, probe, subgraph_runs)
     fwd = estimate_inference(work, dc, activation_peak_elements).energy_j
     match = update = training = None
     if base is not None:

@@ -104,6 +104,8 @@ class StaticProfile:
     """Compute nodes whose MACs could not be determined because shapes stayed unknown."""
     uncounted_ops: tuple[tuple[str, int], ...] = field(default=())
     """(operator, nodes) of operators in ``MAC_OPS_NOT_COUNTED``: ``macs`` is a lower bound."""
+    subgraph_runs: tuple[tuple[str, "int | None"], ...] = field(default=())
+    """(graph path, runs per inference) of every subgraph (None: unknown, counted once)."""
     elapsed_s: float = 0.0
     activation_peak_node: str = ""
     """The node whose working set is ``activation_peak_bytes`` (its name, else ``op#index``)."""
@@ -556,6 +558,7 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
         loop_bodies=loops,
         unresolved_nodes=tuple(unresolved),
         uncounted_ops=tuple(sorted(uncounted.items())),
+        subgraph_runs=tuple((path, n) for path, n in runs.items() if path),
         elapsed_s=time.perf_counter() - t0,
         activation_peak_node=peak_node,
     )

@@ -131,3 +131,30 @@ def test_per_node_macs_add_up_to_the_static_profile(cls_model):
     assert sum(n.macs for n in nodes) == static_profile(loaded, shapes, probe=probe).macs
     assert all(n.resolved for n in nodes)
     assert split_macs(nodes, frozenset()).frozen_forward == sum(n.macs for n in nodes)
+
+
+def test_per_node_macs_add_up_to_the_static_profile_with_a_loop(tmp_path):
+    """A MatMul in a Loop of 10 iterations: its per-node MACs are per inference, as the static profile's."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def vi(name, shape, dtype=TensorProto.FLOAT):
+        return helper.make_tensor_value_info(name, dtype, shape)
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("MatMul", ["h_in", "w"], ["h_out"])],
+        "body", [vi("i", [], TensorProto.INT64), vi("c_in", [], TensorProto.BOOL), vi("h_in", [2, 8])],
+        [vi("c_out", [], TensorProto.BOOL), vi("h_out", [2, 8])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "", "x"], ["h"], body=body), helper.make_node("MatMul", ["h", "w"], ["y"])],
+        "g", [vi("x", [2, 8])], [vi("y", [2, 8])],
+        initializer=[numpy_helper.from_array(np.ones((8, 8), np.float32), "w"),
+                     numpy_helper.from_array(np.array(10, np.int64), "M")])
+    path = tmp_path / "loop.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    loaded = load_model(path)
+    shapes = resolve_input_shapes(loaded.proto, {})
+    probe = partial(probe_shapes, loaded, shapes)  # the Loop's output shape is known at run time only
+    static = static_profile(loaded, shapes, probe=probe)
+    nodes = node_work(loaded, shapes, probe, subgraph_runs=dict(static.subgraph_runs))
+    assert static.macs == 11 * 2 * 8 * 8 and sum(n.macs for n in nodes) == static.macs
