@@ -225,8 +225,8 @@ def trial_run(loaded: LoadedModel, shapes: dict[str, Shape], *, time_limit_s: "f
                      weight_bytes=loaded.file_bytes + loaded.external_bytes, what=what).elapsed_s
 
 
-def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time_limit_s, max_activation_bytes
-           ) -> dict:
+def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time_limit_s, max_activation_bytes,
+           what: str) -> dict:
     """One run of the model in the child process with main-graph tensors ``names`` added as outputs;
     the child's answer (``shapes`` of every output, ``values`` of the one-element integer ones)."""
     specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
@@ -236,8 +236,7 @@ def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time
     data = model.SerializeToString()
     del model
     done = run_child({"task": "probe", "inputs": specs, "seed": DEFAULT_SEED}, data, time_limit_s=time_limit_s,
-                     max_activation_bytes=max_activation_bytes, weight_bytes=len(data),
-                     what="the shape probe (one run for shapes static inference cannot settle)")
+                     max_activation_bytes=max_activation_bytes, weight_bytes=len(data), what=what)
     return done.value
 
 
@@ -249,7 +248,8 @@ def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str]
     Runs in a child process under the same time limit and memory cap as the runtime profile."""
     if not names:
         return {}
-    found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes).get("shapes", {})
+    found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
+                   "the shape probe (one run for shapes static inference cannot settle)").get("shapes", {})
     wanted = set(names)
     try:
         return {n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted}
@@ -265,7 +265,8 @@ def probe_values(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str]
     not a one-element integer are left out."""
     if not names:
         return {}
-    found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes).get("values", {})
+    found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
+                   "the trip-count probe (one run for Loop trip counts computed at run time)").get("values", {})
     wanted = set(names)
     try:
         return {n: int(v) for n, v in found.items() if n in wanted}
