@@ -364,6 +364,7 @@ def iteration_counts(model: ModelProto, graph_types: dict[str, dict], run_values
     ``run_values``, the "until the condition stops it" sentinel, or an operator not listed here)."""
     graphs = dict(iter_graphs(model))
     links = subgraph_links(model)
+    scan_8 = any(o.domain in ("", "ai.onnx") and o.version < 9 for o in model.opset_import)
     constants: dict[str, dict[str, int]] = {}
     counts: dict[str, "int | None"] = {}
     for path, link in links.items():
@@ -385,7 +386,8 @@ def iteration_counts(model: ModelProto, graph_types: dict[str, dict], run_values
             counts[path] = value if value is not None and 0 <= value <= MAX_STATIC_TRIP_COUNT else None
         elif node.op_type == "Scan" and node.domain in ("", "ai.onnx") and link.attribute == "body":
             n_scan = _int_attr(node, "num_scan_inputs", 0)
-            axes = _attr(node, "scan_input_axes", None) or [0]
+            # Scan-8 scans axis 1 of [batch, sequence, ...] inputs; from Scan-9 on, scan_input_axes (default 0)
+            axes = [1] if scan_8 else (_attr(node, "scan_input_axes", None) or [0])
             first = _io(node.input, len(node.input) - n_scan) if 0 < n_scan <= len(node.input) else ""
             shape = _shape(graph_types.get(link.parent, {}), first)
             try:

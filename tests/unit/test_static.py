@@ -233,3 +233,16 @@ def test_attention_kernel_is_flagged_not_silently_zero(tmp_path):
     p = profile(_ms_model(node, [vi("q", [1, 5, hidden]), vi("k", [1, 5, hidden]), vi("v", [1, 5, hidden])],
                           vi("y", [1, 5, hidden]), []), tmp_path)
     assert p.uncounted_ops == (("MultiHeadAttention", 1),)
+
+
+def test_scan_8_counts_its_sequence_axis(tmp_path):
+    """Scan-8: inputs [batch, sequence, ...] with an optional sequence_lens input first; it scans axis 1."""
+    body = helper.make_graph([helper.make_node("MatMul", ["s_in", "w"], ["s_out"]),
+                              helper.make_node("Identity", ["h_in"], ["h_out"])], "body",
+                             [vi("h_in", [8]), vi("s_in", [1, 8])], [vi("h_out", [8]), vi("s_out", [1, 8])])
+    scan = helper.make_node("Scan", ["", "h0", "xs"], ["h", "ys"], body=body, num_scan_inputs=1)
+    graph = helper.make_graph([scan], "g", [vi("h0", [1, 8]), vi("xs", [1, 7, 1, 8])],
+                              [vi("h", [1, 8]), vi("ys", [1, 7, 1, 8])], initializer=[weight("w", (8, 8))])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], ir_version=7)
+    p = profile(m, tmp_path)
+    assert p.macs == 7 * 8 * 8 and p.loop_bodies == 0
