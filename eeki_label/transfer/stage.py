@@ -12,6 +12,7 @@ section; link, device power, grid intensity and price from ``data/energy/transfe
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,17 +60,36 @@ class TransferOutcome:
     """:class:`eeki_label.transfer.nnc.Baselines` when requested (raw, zstd-19, 8-bit + zstd, single QP)."""
 
 
-def load_calibration(path: "str | Path") -> dict:
-    """Arrays of an ``.npz`` file keyed by input name (no pickles)."""
+#: Largest ``--calibration-data`` accepted: the file, and the arrays it declares once decompressed.
+MAX_CALIBRATION_BYTES = 2 * 1024**3
+
+
+def load_calibration(path: "str | Path", max_bytes: int = MAX_CALIBRATION_BYTES) -> dict:
+    """Arrays of an ``.npz`` file keyed by input name (no pickles). The file must be a regular file;
+    the uncompressed sizes its members declare are checked before anything is inflated (a few KB of
+    deflated zeros can declare gigabytes), and zipfile stops reading a member at its declared size."""
     import numpy as np
 
+    from eeki_label.fileio import open_regular
+
+    name = Path(path).name
+    f = open_regular(path, UsageError, "--calibration-data")
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes:
+        f.close()
+        raise UsageError(f"--calibration-data {name}: {size:,} bytes, over the limit of {max_bytes:,}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with f, np.load(f, allow_pickle=False) as z:
+            declared = sum(info.file_size for info in z.zip.infolist())
+            if declared > max_bytes:
+                raise UsageError(f"--calibration-data {name}: its arrays declare {declared:,} bytes, over the limit "
+                                 f"of {max_bytes:,}")
             return {k: z[k] for k in z.files}
-    except FileNotFoundError as e:
-        raise UsageError(f"--calibration-data {Path(path).name}: no such file") from e
+    except UsageError:
+        raise
     except Exception as e:  # zipfile/ValueError/OSError: not an npz of plain arrays
-        raise UsageError(f"--calibration-data {Path(path).name}: not an .npz of arrays ({type(e).__name__}: {e})") from e
+        raise UsageError(f"--calibration-data {name}: not an .npz of arrays "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
 
 def fidelity_bound(rules_fidelity: dict):

@@ -321,6 +321,59 @@ def test_bitstream_that_is_a_fifo(coded, tmp_path, capfd):
     assert_one_line(rc, err, 10, "not a regular file")
 
 
+def _npz_bomb(path, inflated_bytes):
+    """An .npz whose one member deflates ``inflated_bytes`` of zeros to about a thousandth of that."""
+    import zipfile
+
+    import numpy as np
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+    header["shape"] = (inflated_bytes // 4,)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        block = bytes(1 << 20)
+        for _ in range(inflated_bytes >> 20):
+            member.write(block)
+
+
+def test_calibration_decompression_bomb_is_refused_before_inflating(tmp_path):
+    import tracemalloc
+
+    from eeki_label.errors import UsageError
+    from eeki_label.transfer.stage import load_calibration
+
+    path = tmp_path / "cal.npz"
+    _npz_bomb(path, 64 << 20)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError, match="declare 67,108,9.. bytes, over the limit of 16,777,216"):
+            load_calibration(path, max_bytes=16 << 20)
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    finally:
+        tracemalloc.stop()
+
+
+CALIBRATION = [
+    ("fifo", lambda p: os.mkfifo(p), "not a regular file"),
+    ("not_npz", lambda p: p.write_bytes(b"\x93NUMPY garbage"), "not an .npz of arrays"),
+    ("pickled_object_array", lambda p: __import__("numpy").savez(p.with_suffix(""), x=__import__("numpy").array(
+        [{"a": 1}], dtype=object)), "not an .npz of arrays"),
+    ("larger_than_the_limit", lambda p: open(p, "wb").truncate((2 << 30) + 1), "over the limit"),
+]
+
+
+@pytest.mark.parametrize("write,fragment", [c[1:] for c in CALIBRATION], ids=[c[0] for c in CALIBRATION])
+def test_hostile_calibration_data(write, fragment, tmp_path):
+    path = tmp_path / "cal.npz"
+    write(path)
+    model = H.write(H.tiny(), tmp_path / "m.onnx")
+    rc, _, err = cli_with_timeout(["assess", model, "--runs", "0", *DEVICE, "-q", "--calibration-data", path,
+                                   "--out", tmp_path / "out"], timeout_s=60)
+    assert rc == 2 and err.count("\n") == 1 and fragment in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_previous_version_that_is_hostile(tmp_path, capfd):
     model = H.write(H.big_weights_model(), tmp_path / "m.onnx")
     prev = H.write(H.nested_if_bytes(1000), tmp_path / "prev.onnx")
