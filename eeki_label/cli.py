@@ -200,6 +200,12 @@ def assess(
     if delta_bitstream and not previous:
         raise UsageError("--delta-bitstream needs --previous")
     signing_key = _certificate_preflight(model, sign_key, embed)
+    _refuse_overwriting_inputs(
+        {"--json": Path(json_out) if json_out and json_out != "-" else None, "--pdf": pdf, "--html": html,
+         "--embed": embed, "--bitstream": bitstream, "--delta-bitstream": delta_bitstream,
+         **({f"--out ({name})": out / name for name in ("label.json", "label.pdf", "report.html")} if out else {})},
+        {"the model": model, "--base": base, "--previous": previous, "--measurements": measurements, "--trace": trace,
+         "--calibration-data": calibration_data, "--sign-key": sign_key})
     progress = _Progress(not quiet)
     try:
         assessment = run_assessment(model, options, progress)
@@ -338,6 +344,25 @@ def _certificate_preflight(model: Path, sign_key: Optional[Path], embed: Optiona
     if embed is not None and embed.resolve() == model.resolve():
         raise UsageError("--embed must name a new file, not the assessed model")
     return key
+
+
+def _refuse_overwriting_inputs(outputs: dict, inputs: dict) -> None:
+    """An output path naming one of the inputs (the model, --base, a key...) is refused before anything
+    runs: the outputs are renamed into place at the end and would replace it."""
+    existing = {}
+    for what, path in inputs.items():
+        try:
+            existing[what] = os.stat(path) if path is not None else None
+        except OSError:
+            pass
+    for option, path in outputs.items():
+        try:
+            st = os.stat(path) if path is not None else None
+        except OSError:
+            continue
+        for what, other in existing.items():
+            if st is not None and other is not None and (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino):
+                raise UsageError(f"{option} {path} is {what}: refusing to overwrite an input")
 
 
 def _write_outputs(doc, text: str, *, out=None, json_out=None, pdf=None, html=None, embed=None, model=None,

@@ -163,6 +163,20 @@ def test_non_utf8_issuer_argument_is_a_usage_error(tmp_path, capfd):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+@pytest.mark.parametrize("option,target", [("--json", "m.onnx"), ("--pdf", "m.onnx"), ("--bitstream", "m.onnx"),
+                                           ("--html", "base.onnx"), ("--json", "link.onnx")],
+                         ids=["json_model", "pdf_model", "bitstream_model", "html_base", "json_hard_link_to_model"])
+def test_outputs_never_overwrite_an_input(option, target, tmp_path, capfd):
+    model = H.write(H.tiny(), tmp_path / "m.onnx")
+    H.write(H.tiny(), tmp_path / "base.onnx")
+    os.link(model, tmp_path / "link.onnx")
+    before = model.read_bytes()
+    rc, _, err = cli(capfd, "assess", model, "--runs", "0", *DEVICE, "-q", "--base", tmp_path / "base.onnx", option,
+                     tmp_path / target)
+    assert_one_line(rc, err, 2, "refusing to overwrite an input")
+    assert model.read_bytes() == before and (tmp_path / "base.onnx").read_bytes() == before
+
+
 # --------------------------------------------------------------------------------------------
 # embedded labels
 
