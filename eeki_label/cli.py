@@ -286,6 +286,7 @@ def measure(
 
     if meter not in ("auto", "rapl", "nvml", "trace"):
         raise UsageError(f"--meter {meter!r}: use auto, rapl, nvml or trace")
+    _refuse_overwriting_inputs({"--out": out, "--markers": markers}, {"the model": model, "--trace": trace})
     if trace is not None and meter != "trace":
         raise UsageError("--trace needs --meter trace")
     try:
@@ -416,6 +417,7 @@ def render_cmd(
 
     if pdf is None and html is None:
         raise UsageError("nothing to render: give --pdf PATH and/or --html PATH")
+    _refuse_overwriting_inputs({"--pdf": pdf, "--html": html}, {"the label": label})
     if looks_like_json(label):
         obj, doc = read_label_file(label)
     else:
@@ -606,6 +608,7 @@ def decode_cmd(
     from eeki_label.model_io import LoadLimits, load_model
     from eeki_label.transfer.nnc import decode_bitstream
 
+    _refuse_overwriting_inputs({"--out": out}, {"the bitstream": bitstream, "--model": model})
     try:
         size = bitstream.stat().st_size
     except OSError as e:

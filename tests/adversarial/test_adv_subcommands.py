@@ -177,6 +177,17 @@ def test_outputs_never_overwrite_an_input(option, target, tmp_path, capfd):
     assert model.read_bytes() == before and (tmp_path / "base.onnx").read_bytes() == before
 
 
+def test_render_and_decode_never_overwrite_their_input(label_file, tmp_path, capfd):
+    label = tmp_path / "label.json"
+    label.write_bytes(label_file.read_bytes())
+    rc, _, err = cli(capfd, "render", label, "--pdf", label)
+    assert_one_line(rc, err, 2, "refusing to overwrite an input")
+    model = H.write(H.tiny(), tmp_path / "m.onnx")
+    rc, _, err = cli(capfd, "decode", tmp_path / "b.nnc", "--model", model, "--out", model)
+    assert_one_line(rc, err, 2, "refusing to overwrite an input")
+    assert label.read_bytes() == label_file.read_bytes() and model.read_bytes() == H.tiny().SerializeToString()
+
+
 # --------------------------------------------------------------------------------------------
 # embedded labels
 
