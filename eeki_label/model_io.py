@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import sys
 import threading
@@ -272,6 +273,7 @@ def load_model(path: "str | os.PathLike[str]", limits: LoadLimits = LoadLimits()
         raise ModelFormatError(f"{path.name}: not an ONNX model (a name or string is not valid UTF-8)") from e
     _run_checker(model, slots)
     _check_node_count(model, limits, path)
+    _check_einsum_equations(model)
     return LoadedModel(path=path, sha256=sha256, file_bytes=size, external_bytes=external_bytes,
                        proto=model, file_identity=identity)
 
@@ -759,6 +761,26 @@ def expanded_node_count(model: ModelProto) -> int:
         return total
 
     return count(model.graph.node)
+
+
+#: An Einsum equation as the ONNX specification defines it: terms of letters with at most one
+#: ellipsis each, separated by commas, optionally "->" and an output term; spaces anywhere.
+_EINSUM_TERM = r" *[A-Za-z ]*(?:\.\.\.)?[A-Za-z ]* *"
+_EINSUM_EQUATION = re.compile(rf"{_EINSUM_TERM}(?:,{_EINSUM_TERM})*(?:->{_EINSUM_TERM})?")
+
+
+def _check_einsum_equations(model: ModelProto) -> None:
+    """The checker does not read Einsum's equation; onnx shape inference loops forever on some
+    invalid ones (found by fuzzing: ``?chw,wv->bchv`` on a rank-3 input), and onnxruntime refuses them.
+    So they are refused here (exit code 13), in every graph and function body."""
+    nodes = [n for _, g in iter_graphs(model) for n in g.node] + [n for f in model.functions for n in f.node]
+    for node in nodes:
+        if node.op_type != "Einsum" or node.domain not in ("", "ai.onnx"):
+            continue
+        equation = next((a.s for a in node.attribute if a.name == "equation"), b"")
+        if not _EINSUM_EQUATION.fullmatch(equation.decode("latin-1")):
+            raise ModelInvalidError(f"Einsum node {node.name or '(unnamed)'!r}: equation {equation[:80]!r} is not an "
+                                    "Einsum equation (letters, commas, '...', '->')")
 
 
 def _check_node_count(model: ModelProto, limits: LoadLimits, path: Path) -> None:

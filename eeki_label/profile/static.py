@@ -32,6 +32,7 @@ from eeki_label.model_io import (
     FLOAT_DTYPES,
     LoadedModel,
     dtype_bytes,
+    expanded_node_count,
     iter_graphs,
     iter_stored_tensors,
     numel,
@@ -149,7 +150,12 @@ def _with_fixed_inputs(model: ModelProto, shapes: dict[str, Shape]) -> ModelProt
     return skeleton
 
 
-#: Wall-clock limit of onnx shape inference, seconds (it is linear in the graph: seconds for 50,000 nodes).
+#: Wall-clock limit of onnx shape inference, seconds: ``INFER_TIME_BASE_S`` plus ``INFER_TIME_PER_NODE_S``
+#: per node once local functions are inlined, at most ``INFER_TIME_LIMIT_S``. Inference is linear in
+#: the graph (seconds for 50,000 nodes); a small model that keeps it busy (it has looped forever on an
+#: invalid Einsum equation) is stopped after half a minute, not five.
+INFER_TIME_BASE_S = 30.0
+INFER_TIME_PER_NODE_S = 0.005
 INFER_TIME_LIMIT_S = 300.0
 #: Memory allowed to onnx shape inference: this much plus ``INFER_MEMORY_PER_BYTE`` per byte of the
 #: serialised skeleton (the graph without weight payloads).
@@ -168,10 +174,13 @@ def _infer(skeleton: ModelProto) -> ModelProto:
     from eeki_label.profile.sandbox import run_child
 
     data = skeleton.SerializeToString()
+    time_limit_s = min(INFER_TIME_LIMIT_S, INFER_TIME_BASE_S + INFER_TIME_PER_NODE_S * expanded_node_count(skeleton))
     try:
-        done = run_child({"task": "infer"}, data, time_limit_s=INFER_TIME_LIMIT_S, max_activation_bytes=None,
+        done = run_child({"task": "infer"}, data, time_limit_s=time_limit_s, max_activation_bytes=None,
                          data_limit_bytes=INFER_MEMORY_BASE_BYTES + INFER_MEMORY_PER_BYTE * len(data),
-                         what="onnx shape inference", option="a fixed limit", max_line=8 * len(data) + (1 << 24))
+                         what="onnx shape inference", max_line=8 * len(data) + (1 << 24),
+                         option=f"{INFER_TIME_BASE_S:g} s plus {INFER_TIME_PER_NODE_S * 1e3:g} ms per node, at most "
+                                f"{INFER_TIME_LIMIT_S:g} s")
         inferred = ModelProto()
         inferred.ParseFromString(base64.b64decode(done.value["model_b64"], validate=True))
     except RuntimeProfileError as e:  # a crash of the child: not onnxruntime's here

@@ -246,3 +246,15 @@ def test_scan_8_counts_its_sequence_axis(tmp_path):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], ir_version=7)
     p = profile(m, tmp_path)
     assert p.macs == 7 * 8 * 8 and p.loop_bodies == 0
+
+
+@pytest.mark.parametrize("equation,valid", [
+    ("ij,jk->ik", True), ("bij, bjk -> bik", True), ("...ii->...i", True), ("i,i", True), ("ij->", True),
+    ("...,...->...", True), ("Ab,bC->AC", True),
+    ("?chw,wv->bchv", False), ("ij,jk->ik->i", False), ("i....j->ij", False), ("ij;jk->ik", False), ("i1,j->ij", False),
+    ("\xff\xfe,jk->ik", False),
+])
+def test_einsum_equations_as_the_specification_defines_them(equation, valid):
+    from eeki_label.model_io import _EINSUM_EQUATION
+
+    assert bool(_EINSUM_EQUATION.fullmatch(equation)) is valid
