@@ -31,7 +31,7 @@ from eeki_label.profile.runtime import (
     DEFAULT_RUNS, RuntimeProfile, probe_shapes, probe_values, runtime_profile, trial_run,
 )
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
-from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile
+from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile, typed_graphs
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
 from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info
 from eeki_label.errors import TransferError
@@ -124,12 +124,13 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
     step("static profile", 0, 1)
     limits = dict(time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes)
     probe = partial(probe_shapes, loaded, shapes, **limits)
-    static = static_profile(loaded, shapes, probe=probe, value_probe=partial(probe_values, loaded, shapes, **limits))
+    typed = typed_graphs(loaded, shapes, probe)  # shape inference once, for the static profile and recycling
+    static = static_profile(loaded, shapes, value_probe=partial(probe_values, loaded, shapes, **limits), typed=typed)
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     step("recycling", 0, 1)
     recycling = recycling_info(assess_recycling(
         loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices, options.recycling,
-        probe=probe, activation_peak_elements=static.activation_peak_elements, subgraph_runs=dict(static.subgraph_runs),
+        activation_peak_elements=static.activation_peak_elements, subgraph_runs=dict(static.subgraph_runs), typed=typed,
     ), static.weight_bytes)
     runtime = None
     if options.runs > 0:

@@ -107,12 +107,13 @@ def _iter_nodes(model: ModelProto) -> Iterable[tuple[int, str, int, object]]:
 
 def node_work(loaded: LoadedModel, shapes: Mapping[str, Shape],
               probe: "Callable[[list[str]], dict[str, Shape]] | None" = None,
-              subgraph_runs: "Mapping[str, int | None] | None" = None) -> tuple[NodeWork, ...]:
+              subgraph_runs: "Mapping[str, int | None] | None" = None, typed=None) -> tuple[NodeWork, ...]:
     """Per-node MACs per inference at the resolved input ``shapes``, with the static profiler's shape
     inference and ``node_macs``; ``probe`` (as for :func:`~eeki_label.profile.static.static_profile`)
     supplies shapes that static inference leaves unknown, ``subgraph_runs`` (the static profile's) how
-    often each subgraph runs. Their sum equals the static profile's ``macs``."""
-    inferred, types_by_path = typed_graphs(loaded, dict(shapes), probe)
+    often each subgraph runs, ``typed`` the result of ``typed_graphs`` when the caller has it. Their
+    sum equals the static profile's ``macs``."""
+    inferred, types_by_path = typed or typed_graphs(loaded, dict(shapes), probe)
     runs = dict(subgraph_runs or {})
     out = []
     for order, path, i, node in _iter_nodes(inferred):
@@ -739,10 +740,10 @@ class RecyclingResult:
 def assess_recycling(loaded: LoadedModel, shapes: Mapping[str, Shape], work, base: LoadedModel | None,
                      rules_raw: Mapping, references: Sequence, devices, options: RecyclingOptions = RecyclingOptions(),
                      probe=None, activation_peak_elements: int = 0,
-                     subgraph_runs: "Mapping[str, int | None] | None" = None) -> RecyclingResult:
+                     subgraph_runs: "Mapping[str, int | None] | None" = None, typed=None) -> RecyclingResult:
     """The recycling stage. ``work`` is the candidate's :class:`~eeki_label.catalogue.WorkProfile`,
-    ``references`` the catalogue models, ``devices`` the device registry, ``subgraph_runs`` the
-    static profile's (see :func:`node_work`)."""
+    ``references`` the catalogue models, ``devices`` the device registry, ``subgraph_runs`` and
+    ``typed`` the static profile's (see :func:`node_work`)."""
     from eeki_label.energy.estimate import estimate_inference
 
     params0 = training_params(rules_raw)  # fail early on a rule set without a training section
@@ -762,7 +763,7 @@ def assess_recycling(loaded: LoadedModel, shapes: Mapping[str, Shape], work, bas
                         fine_tune_epochs=options.fine_tune_epochs, scratch_epochs=scratch_epochs,
                         scratch_epochs_source=source, features_cached=options.features_cached)
 
-    nodes = node_work(loaded, shapes, probe, subgraph_runs)
+    nodes = node_work(loaded, shapes, probe, subgraph_runs, typed)
     fwd = estimate_inference(work, dc, activation_peak_elements).energy_j
     match = update = training = None
     if base is not None:

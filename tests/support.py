@@ -17,6 +17,23 @@ SHARED_MODELS = ROOT.parent / "shared" / "models"
 ARCH = ROOT / "tests" / "data" / "arch"
 
 
+def read_every_tensor(loaded) -> None:
+    """Read back every stored tensor and the whole model of a file that loaded: what fails must fail
+    with an EekiError (the caller's property: nothing else may escape)."""
+    from eeki_label.errors import EekiError
+    from eeki_label.model_io import iter_all_tensors, materialize, tensor_array
+
+    for t in iter_all_tensors(loaded.proto):
+        try:
+            tensor_array(loaded, t)
+        except EekiError:
+            pass
+    try:
+        materialize(loaded)
+    except EekiError:
+        pass
+
+
 def shared_model(name: str) -> Path:
     """A real trained model from ../shared/models; fails (never skips) when the folder is missing."""
     path = SHARED_MODELS / name

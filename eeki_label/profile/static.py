@@ -472,7 +472,8 @@ def _runtime_trip_counts(inferred: ModelProto, links, counts, own: set[str]) -> 
                    and _io(link.node.input, 0) in own and _io(link.node.input, 0) not in stored})
 
 
-def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, value_probe=None) -> StaticProfile:
+def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, value_probe=None,
+                   typed: "tuple[ModelProto, dict[str, dict]] | None" = None) -> StaticProfile:
     """Profile ``loaded`` at the concrete input ``shapes`` (from :func:`resolve_input_shapes`).
 
     ``probe(names) -> {name: shape}``, when given, supplies concrete shapes of main-graph tensors
@@ -480,6 +481,8 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
     :func:`eeki_label.profile.runtime.probe_shapes`); without it such nodes are listed in
     ``unresolved_nodes``. ``value_probe(names) -> {name: int}``, when given, supplies trip counts of
     main-graph Loops computed at run time (:func:`eeki_label.profile.runtime.probe_values`).
+    ``typed``: the result of :func:`typed_graphs` when the caller has it already (shape inference and
+    the probe then do not run again).
     """
     t0 = time.perf_counter()
     model = loaded.proto
@@ -492,7 +495,7 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
         if ref.tensor.data_type in FLOAT_DTYPES:
             float_parameters += numel(ref.tensor.dims)
 
-    inferred, graph_types = typed_graphs(loaded, shapes, probe)
+    inferred, graph_types = typed or typed_graphs(loaded, shapes, probe)
     graphs = list(iter_graphs(inferred))
     links = subgraph_links(inferred)
     counts = iteration_counts(inferred, graph_types)

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from eeki_label.errors import EekiError
+from support import read_every_tensor
 
 DTYPES = [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16, TensorProto.INT64,
           TensorProto.INT32, TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.STRING,
@@ -578,7 +579,7 @@ def check_file(path: Path, data: bytes, runtime: bool = False, inprocess_inferen
     """:func:`assess_file`, the label serialised, then every tensor read back; returns ``"label"`` or
     the name of the EekiError raised. ``inprocess_inference``: onnx shape inference in this process
     (faster, for fuzzing)."""
-    from eeki_label.model_io import LoadLimits, iter_all_tensors, load_model, materialize, tensor_array
+    from eeki_label.model_io import LoadLimits, load_model
     from eeki_label.models import dump_json
 
     result = assess_file(path, data, runtime, inprocess_inference)
@@ -590,15 +591,7 @@ def check_file(path: Path, data: bytes, runtime: bool = False, inprocess_inferen
         loaded = load_model(path, limits)
     except EekiError:
         return outcome
-    for t in iter_all_tensors(loaded.proto):
-        try:
-            tensor_array(loaded, t)
-        except EekiError:
-            pass
-    try:
-        materialize(loaded)
-    except EekiError:
-        pass
+    read_every_tensor(loaded)
     return outcome
 
 
