@@ -11,17 +11,12 @@ from dataclasses import dataclass
 
 from eeki_label.errors import CatalogueError
 from eeki_label.resources import load_versioned, versions
+from eeki_label.tasks import TaskDef, parse_task
 
 CATALOGUE_PREFIX = "catalogue-"
 
 
-@dataclass(frozen=True)
-class Task:
-    id: str
-    name: str
-    dataset: str
-    metric: str
-    higher_is_better: bool
+Task = TaskDef  # the catalogue's task entries (eeki_label/tasks.py)
 
 
 @dataclass(frozen=True)
@@ -41,6 +36,7 @@ class ReferenceModel:
     quality: float
     quality_source: str
     input_shape: tuple[int, ...]
+    """The evaluation input of the (first) model input; ``input_shapes`` has all of them."""
     work: WorkProfile
     published_params: int | None
     published_macs: int | None
@@ -49,6 +45,11 @@ class ReferenceModel:
     scratch_epochs_source: str | None = None
     structure: tuple[str, ...] = ()
     """Weight-layer signature in graph order (``eeki_label.recycle.structure_signature`` tokens)."""
+    quality_metric: str | None = None
+    quality_dataset: str | None = None
+    onnx_file: str | None = None
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """Every model input and the shape it was profiled at (catalogue 2.0.0 on)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class Catalogue:
     file_name: str
     tasks: dict[str, Task]
     models: tuple[ReferenceModel, ...]
+    known_tasks: dict[str, Task] = None  # type: ignore[assignment]
+    """Tasks the tool recognises but has no references for (graded never; named in the reason)."""
+
+    def find(self, task_id: str) -> "Task | None":
+        return self.tasks.get(task_id) or (self.known_tasks or {}).get(task_id)
 
     def task(self, task_id: str) -> Task:
         if task_id not in self.tasks:
@@ -87,14 +93,12 @@ def load_catalogue(version: str | None = None) -> Catalogue:
     version = doc.name[len(CATALOGUE_PREFIX):-len(".json")]
     c = doc.content
     try:
-        tasks = {
-            tid: Task(tid, t["name"], t["dataset"], t["metric"], bool(t["higher_is_better"]))
-            for tid, t in c["tasks"].items()
-        }
+        tasks = {tid: parse_task(tid, t) for tid, t in c["tasks"].items()}
+        known = {tid: parse_task(tid, t, catalogued=False) for tid, t in (c.get("known_tasks") or {}).items()}
         models = tuple(
             ReferenceModel(
                 id=m["id"], name=m["name"], task=m["task"], quality=float(m["quality"]["value"]),
-                quality_source=m["quality"]["source"], input_shape=tuple(m["input_shape"]),
+                quality_source=m["quality"]["source"], input_shape=tuple(m["input_shape"] if "input_shape" in m else next(iter(m["input_shapes"].values()))),
                 work=WorkProfile(
                     macs=int(m["profile"]["macs"]),
                     activation_elements=int(m["profile"]["activation_elements"]),
@@ -105,6 +109,9 @@ def load_catalogue(version: str | None = None) -> Catalogue:
                 scratch_epochs=(m.get("training") or {}).get("scratch_epochs"),
                 scratch_epochs_source=(m.get("training") or {}).get("source"),
                 structure=tuple((m.get("structure") or {}).get("layers", ())),
+                quality_metric=m["quality"].get("metric"), quality_dataset=m["quality"].get("dataset"),
+                onnx_file=m.get("onnx_file"),
+                input_shapes=tuple((k, tuple(v)) for k, v in (m.get("input_shapes") or {}).items()),
             )
             for m in c["models"]
         )
@@ -113,6 +120,9 @@ def load_catalogue(version: str | None = None) -> Catalogue:
         for m in models:
             if m.task not in tasks:
                 raise CatalogueError(f"catalogue model {m.id} names unknown task {m.task}")
-        return Catalogue(c["id"], c["version"], doc.sha256, doc.name, tasks, models)
+        for tid, t in tasks.items():
+            if t.status == "graded" and not any(m.task == tid for m in models):
+                raise CatalogueError(f"catalogue task {tid} is marked graded but has no reference")
+        return Catalogue(c["id"], c["version"], doc.sha256, doc.name, tasks, models, known)
     except (KeyError, TypeError, ValueError) as e:
         raise CatalogueError(f"reference catalogue {version} is damaged: {e!r}") from e

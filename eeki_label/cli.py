@@ -95,8 +95,15 @@ def assess(
     model: Path = typer.Argument(..., help="The ONNX model file.", show_default=False),
     device_class: List[str] = typer.Option(
         [], "--device-class", "-d", help="Device class id (repeatable), or 'all' (default: the rule set's default)."),
-    task: Optional[str] = typer.Option(None, help="Task id from the catalogue (default: the rule set's default)."),
-    accuracy: Optional[float] = typer.Option(None, help="Declared quality in the task's metric (e.g. top-1 %)."),
+    task: Optional[str] = typer.Option(
+        None, help="Task id (eeki-label catalogue lists them). Default: detected from the model's signature; when "
+                   "neither gives a catalogued task, the label is not graded."),
+    accuracy: Optional[float] = typer.Option(
+        None, help="Declared quality in the task's metric (e.g. top-1 %), range-checked; a claim by the issuer."),
+    accuracy_evidence: Optional[Path] = typer.Option(
+        None, help="A file backing --accuracy (any format): its sha256 is recorded in the (signed) label."),
+    inputs: Optional[Path] = typer.Option(
+        None, help=".npz of real inputs keyed by input name (no pickles) for the runtime profile, probes and fidelity."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims (repeatable)."),
     out: Optional[Path] = typer.Option(None, help="Folder to write label.json, label.pdf and report.html into."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the label JSON to PATH, or '-' for stdout."),
@@ -180,7 +187,8 @@ def assess(
     if update_codec not in ("auto", "raw"):
         raise UsageError(f"--update-codec {update_codec!r}: use 'auto' or 'raw'")
     options = AssessOptions(
-        device_classes=tuple(device_class), task=task, accuracy=accuracy,
+        device_classes=tuple(device_class), task=task, accuracy=accuracy, accuracy_evidence=accuracy_evidence,
+        inputs=inputs,
         input_shapes=parse_shape_options(input_shape), runs=runs, threads=threads, seed=seed,
         rules_version=rules, catalogue_version=catalogue,
         limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes, max_nodes=max_nodes,
@@ -205,7 +213,8 @@ def assess(
          "--embed": embed, "--bitstream": bitstream, "--delta-bitstream": delta_bitstream,
          **({f"--out ({name})": out / name for name in ("label.json", "label.pdf", "report.html")} if out else {})},
         {"the model": model, "--base": base, "--previous": previous, "--measurements": measurements, "--trace": trace,
-         "--calibration-data": calibration_data, "--sign-key": sign_key})
+         "--calibration-data": calibration_data, "--sign-key": sign_key, "--inputs": inputs,
+         "--accuracy-evidence": accuracy_evidence})
     progress = _Progress(not quiet)
     try:
         assessment = run_assessment(model, options, progress)

@@ -141,12 +141,18 @@ class MeasurementInfo(_Frozen):
 class QualityInfo(_Frozen):
     metric: str
     declared: Optional[float] = Field(description="The candidate's quality as declared with --accuracy.")
+    declared_by: Optional[str] = Field(
+        default=None, description="Who declares the quality: the issuer (--issuer), or 'not stated'; null when "
+                                  "no quality is declared. A declared quality is a claim, not a measurement.")
+    evidence_sha256: Optional[str] = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of --accuracy-evidence FILE (signed with the label).")
+    evidence_file: Optional[str] = Field(default=None, description="File name of --accuracy-evidence (no path).")
 
 
 class ReferenceInfo(_Frozen):
     model_id: Optional[str]
     name: Optional[str]
-    task: str
+    task: Optional[str] = Field(description="The reference's task; equals task.id on a graded label.")
     quality: Optional[float]
     energy_j: Optional[float]
     macs: Optional[int]
@@ -156,8 +162,17 @@ class ReferenceInfo(_Frozen):
 
 
 class TaskInfo(_Frozen):
-    id: str
-    declared: bool
+    id: Optional[str] = Field(description="The task (catalogue id, or the declared id); null when unknown.")
+    declared: bool = Field(description="True for --task; false when detected (or unknown).")
+    detected_from: Optional[str] = Field(
+        default=None, description="The evidence the task was detected from; null when declared or unknown.")
+    catalogued: bool = Field(default=True, description="The catalogue has references of this task.")
+    unit: str = Field(default="inference", description="The unit of work energies are given per (image, "
+                                                      "sequence, audio clip, query...).")
+    unit_description: Optional[str] = Field(default=None, description="The unit in words, with its size.")
+    evaluation_input: Optional[dict[str, list[int]]] = Field(
+        default=None, description="Input shapes the grade was computed at (the task's evaluation input), by input "
+                                  "name; null when not graded.")
     quality: QualityInfo
 
 
@@ -177,6 +192,9 @@ class LabelGrade(_Frozen):
         default=None, description="Measured: the classes the index interval reaches.")
     boundary_rule: Optional[str] = Field(
         default=None, description="Measured: which class the rule set's stability section prints, and why.")
+    graded_energy_j: Optional[float] = Field(
+        default=None, description="Energy per unit at the task's evaluation input, when the model was assessed at "
+                                  "another input (the index uses it); null otherwise.")
 
 
 class RulesInfo(_Frozen):

@@ -34,7 +34,10 @@ from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile, typed_graphs
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
 from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info
-from eeki_label.errors import TransferError
+from eeki_label.errors import TransferError, UsageError
+from eeki_label.tasks import (
+    TaskResolution, check_shapes, check_task_id, data_inputs, dynamic_axes, resolve_task, shape_plan,
+)
 from eeki_label.transfer.stage import TransferOptions, TransferOutcome, assess_transfer
 
 Progress = Callable[[str, int, int], None]
@@ -45,7 +48,14 @@ class AssessOptions:
     device_classes: tuple[str, ...] = ()
     """Device class ids, or ("all",); empty means the rule set's default."""
     task: str | None = None
+    """Declared task id (``--task``); None: detected from the model's signature (eeki_label/tasks.py)."""
     accuracy: float | None = None
+    """Declared quality in the task's metric: a claim by the issuer, range-checked against the metric."""
+    inputs: "str | os.PathLike[str] | None" = None
+    """``--inputs FILE.npz``: real inputs (keyed by input name) for the runtime profile, the probes and, unless
+    calibration data is given, the NNC fidelity check; their shapes set the assessed shapes."""
+    accuracy_evidence: "str | os.PathLike[str] | None" = None
+    """A file backing the declared quality (any format): its sha256 is recorded in the label."""
     input_shapes: dict[str, Shape] = field(default_factory=dict)
     runs: int = DEFAULT_RUNS
     threads: int | None = None
@@ -102,10 +112,37 @@ def assess(path, options: AssessOptions = AssessOptions(), progress: Progress | 
 
 def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Progress | None = None) -> Assessment:
     """As :func:`assess`, returning the artefacts too (the NNC bitstream)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="eeki-inputs-") as scratch:
+        return _run_assessment(path, options, progress, scratch)
+
+
+def _given_inputs(options: AssessOptions, loaded: LoadedModel) -> dict:
+    """``--inputs``: the arrays keyed by real input name (checked for shape after shapes are resolved)."""
+    from eeki_label.profile.shapes import graph_inputs
+    from eeki_label.transfer.stage import load_calibration
+
+    arrays = load_calibration(options.inputs, what="--inputs")
+    known = {vi.name for vi in graph_inputs(loaded.proto)}
+    extra = sorted(set(arrays) - known)
+    if extra:
+        raise UsageError(f"--inputs {os.path.basename(os.fspath(options.inputs))}: arrays {', '.join(map(repr, extra))} "
+                         f"are not inputs of the model (it has: {', '.join(sorted(known))})")
+    return arrays
+
+
+def _run_assessment(path, options: AssessOptions, progress: Progress | None, scratch: str) -> Assessment:
     step = progress or (lambda name, done, total: None)
     ctx = load_context(options.rules_version, options.catalogue_version)
-    task_id = options.task or ctx.rules.default_task
-    ctx.catalogue.task(task_id)  # unknown task: fail before the expensive stages
+    if options.task is not None:
+        check_task_id(options.task)
+        declared_task = ctx.catalogue.find(options.task)
+        if declared_task is not None and options.accuracy is not None:
+            declared_task.check_quality(options.accuracy)  # before the expensive stages
+    if options.accuracy is not None and options.accuracy != options.accuracy:
+        raise UsageError("--accuracy must be a number")
+    evidence = _evidence(options.accuracy_evidence) if options.accuracy_evidence is not None else None
     requested = options.device_classes or (
         (HOST_CLASS_ID,) if options.host and options.host.measurements else ctx.rules.default_device_classes)
     others = tuple(c for c in requested if c != HOST_CLASS_ID)
@@ -120,13 +157,30 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
     base = load_base(options.base, options.limits) if options.base is not None else None
     previous = (load_related(options.transfer.previous, options.limits, "previous version (--previous)")
                 if options.transfer.enabled and options.transfer.previous is not None else None)
-    shapes = resolve_input_shapes(loaded.proto, options.input_shapes)
+    task = resolve_task(ctx.catalogue, loaded.proto, options.task, ctx.rules.default_task)
+    if task.task is not None and options.accuracy is not None:
+        task.task.check_quality(options.accuracy)
+    plan = shape_plan(task.task, loaded.proto)
+    given = _given_inputs(options, loaded) if options.inputs is not None else {}
+    overrides = {**{k: tuple(v.shape) for k, v in given.items()}, **options.input_shapes}
+    shapes = resolve_input_shapes(loaded.proto, overrides, plan.defaults)
+    given_path = None
+    if given:
+        import numpy as np
+
+        from eeki_label.profile.inputs import check_given_inputs
+
+        given_path = os.path.join(scratch, "inputs.npz")
+        np.savez(given_path, **check_given_inputs(given, loaded.proto, shapes,
+                                                  os.path.basename(os.fspath(options.inputs))))
     step("static profile", 0, 1)
-    limits = dict(time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes)
+    limits = dict(time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes,
+                  given_inputs=given_path)
     probe = partial(probe_shapes, loaded, shapes, **limits)
     typed = typed_graphs(loaded, shapes, probe)  # shape inference once, for the static profile and recycling
     static = static_profile(loaded, shapes, value_probe=partial(probe_values, loaded, shapes, **limits), typed=typed)
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
+    graded = _graded_work(loaded, shapes, static, task, plan, options, limits, evidence)
     step("recycling", 0, 1)
     recycling = recycling_info(assess_recycling(
         loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices, options.recycling,
@@ -137,12 +191,12 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
         runtime = runtime_profile(
             loaded, shapes, runs=options.runs, threads=options.threads, seed=options.seed,
             time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes,
-            progress=lambda done, total: step("runtime profile", done, total),
+            given_inputs=given_path, progress=lambda done, total: step("runtime profile", done, total),
         )
     issued_at = options.issued_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     labels = [
         build_label(loaded, static, runtime, dc, estimate_inference(work_of(static), dc, static.activation_peak_elements),
-                    ctx, task_id, options, issued_at, recycling=recycling)
+                    ctx, graded, options, issued_at, recycling=recycling)
         for dc in classes
     ]
     # Live measurement (host) and the NNC stage run the model in this process, where the time limit and
@@ -153,21 +207,27 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
     def prove_bounded(before: str) -> None:
         if not bounded[0]:
             trial_run(loaded, shapes, time_limit_s=options.runtime_time_limit_s,
-                      max_activation_bytes=options.limits.max_activation_bytes, what=f"the trial run before {before}")
+                      max_activation_bytes=options.limits.max_activation_bytes, what=f"the trial run before {before}",
+                      given_inputs=given_path)
             bounded[0] = True
 
     if host_plan is not None:
         if host_plan.record is None and host_plan.unavailable is None:
             prove_bounded("the measurement")
-        labels += host_labels(host_plan, loaded, static, runtime, shapes, ctx, task_id, options, issued_at, step,
+        labels += host_labels(host_plan, loaded, static, runtime, shapes, ctx, graded, options, issued_at, step,
                               recycling=recycling)
     transfer = None
     if options.transfer.enabled:
         prove_bounded("the NNC transfer stage")
         step("NNC transfer", 0, 1)
         try:
+            topts = options.transfer
+            if options.inputs is not None and topts.calibration_data is None:
+                import dataclasses
+
+                topts = dataclasses.replace(topts, calibration_data=given_path)  # the checked --inputs
             transfer = assess_transfer(loaded, shapes, static.weight_bytes, ctx.rules.raw, ctx.rules.fidelity,
-                                       options.transfer, previous)
+                                       topts, previous)
         except TransferError as e:
             # The label stands without transfer figures: a model NNC cannot code within the fidelity
             # bound is still graded; the artefacts the user asked for (--bitstream) then fail the run.
@@ -190,22 +250,88 @@ def reference_energy(ctx: Context, dc: DeviceClass):
     return energy
 
 
+@dataclass(frozen=True)
+class GradedTask:
+    """The task of a label and the work it is graded on (the task's evaluation input)."""
+
+    resolution: TaskResolution
+    shapes: dict[str, Shape]
+    """Input shapes the grade is computed at."""
+    work: WorkProfile | None
+    """Work at ``shapes`` when they differ from the assessed shapes (None: the assessed work)."""
+    activation_peak_elements: int | None
+    reason: str | None
+    """Why the label cannot be graded for this task whatever its energy (None: it can be)."""
+    evidence: "tuple[str, str] | None" = None
+    """(file name, sha256) of --accuracy-evidence."""
+
+
+def _evidence(path) -> tuple[str, str]:
+    import hashlib
+
+    from eeki_label.fileio import open_regular
+
+    h = hashlib.sha256()
+    with open_regular(path, UsageError, "--accuracy-evidence") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return os.path.basename(os.fspath(path)), h.hexdigest()
+
+
+def _graded_work(loaded, shapes, static, task: TaskResolution, plan, options, limits, evidence) -> GradedTask:
+    """Compare the assessed shapes with the task's evaluation input; profile at that input when the model's
+    dynamic dimensions allow it and the assessed input differs (rules/README.md, "Units of work")."""
+    if task.task is None or task.reason is not None:
+        return GradedTask(task, shapes, None, None, task.reason, evidence)
+    check = check_shapes(plan, shapes, dynamic_axes(loaded.proto), task.task)
+    if not check.ok:
+        return GradedTask(task, shapes, None, None, check.reason, evidence)
+    if check.graded_shapes is None:
+        return GradedTask(task, shapes, None, None, None, evidence)
+    g = check.graded_shapes
+    limits = {**limits, "given_inputs": None}  # --inputs have the assessed shapes, not these
+    probe = partial(probe_shapes, loaded, g, **limits)
+    at_task = static_profile(loaded, g, value_probe=partial(probe_values, loaded, g, **limits),
+                             typed=typed_graphs(loaded, g, probe))
+    check_activation_limit(at_task, options.limits.max_activation_bytes)
+    return GradedTask(task, g, work_of(at_task), at_task.activation_peak_elements, None, evidence)
+
+
 def build_label(
     loaded: LoadedModel, static: StaticProfile, runtime: RuntimeProfile | None, dc: DeviceClass,
-    energy: EnergyFigure, ctx: Context, task_id: str, options: AssessOptions, issued_at: str, recycling=None,
+    energy: EnergyFigure, ctx: Context, graded: GradedTask, options: AssessOptions, issued_at: str, recycling=None,
 ) -> Label:
-    task = ctx.catalogue.task(task_id)
-    refs = ctx.catalogue.for_task(task_id)
+    res = graded.resolution
+    task = res.task
+    refs = ctx.catalogue.for_task(res.id) if graded.reason is None else []
     ref_energy = reference_energy(ctx, dc)
-    sel = select_reference(refs, ref_energy, lambda r: r.quality, options.accuracy, task.higher_is_better)
+    sel = select_reference(refs, ref_energy, lambda r: r.quality, options.accuracy, task.higher_is_better if task else True)
     ref = sel.reference
     ref_e = ref_energy(ref) if ref is not None else None
+    grade_energy = energy.energy_j
+    if graded.work is not None and energy.energy_j is not None:
+        if energy.method == "measured":
+            grade_energy = None
+            graded = GradedTask(res, graded.shapes, None, None,
+                                "measured at another input than the task's evaluation input ("
+                                + ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in graded.shapes.items())
+                                + "); measure at that input to grade", graded.evidence)
+        else:
+            grade_energy = estimate_inference(graded.work, dc, graded.activation_peak_elements).energy_j
 
     notes: list[str] = []
-    if options.task is None:
-        notes.append(f"task not declared: compared with the references of the default task {task_id!r}")
-    if options.accuracy is None:
+    if res.id is not None and not res.declared:
+        notes.append(f"task {res.id} detected: {res.detected_from}")
+    if options.accuracy is None and graded.reason is None:
         notes.append("quality not declared: the reference is the least-energy model of the task at any quality")
+    elif options.accuracy is not None:
+        notes.append(f"graded on a declared quality of {options.accuracy:g} ({task.metric if task else 'metric n/a'}), "
+                     f"a claim by {options.issuer or 'an issuer not stated'}")
+    if graded.work is not None and graded.reason is None:
+        shapes_text = ", ".join(f"{vi.name}={'x'.join(map(str, graded.shapes[vi.name]))}"
+                                for vi in data_inputs(loaded.proto))
+        notes.append(f"graded at the task's evaluation input {shapes_text} ({task.unit_description}); the energy "
+                     "above is at the assessed input")
     if sel.quality_above_all:
         notes.append(sel.description)
     if static.unresolved_nodes:
@@ -217,14 +343,15 @@ def build_label(
         notes.append(f"{static.loop_bodies} subgraph(s) (Loop/Scan bodies) run a number of times known only at run "
                      "time; each is counted once, so MACs are a lower bound")
 
-    gradable = energy.energy_j is not None and ref_e is not None and ref_e > 0
-    index = energy.energy_j / ref_e if gradable else None
+    gradable = graded.reason is None and grade_energy is not None and ref_e is not None and ref_e > 0
+    index = grade_energy / ref_e if gradable else None
     letter = grade(index, ctx.rules.thresholds) if index is not None else None
-    reason = None if gradable else (energy.fit_reason or sel.description)
+    reason = None if gradable else (graded.reason or energy.fit_reason or sel.description)
 
     return Label(
         label=LabelGrade(**{"class": letter}, index=index, thresholds=ctx.rules.threshold_map(), gradable=gradable,
-                         reason=reason, quality_declared=options.accuracy is not None, notes=notes),
+                         reason=reason, quality_declared=options.accuracy is not None, notes=notes,
+                         graded_energy_j=grade_energy if graded.work is not None and gradable else None),
         model=_model_info(loaded, static),
         device_class=DeviceClassInfo(id=dc.id, name=dc.name, reference_system=dc.reference_system,
                                      batch_mode=dc.batch_mode, precision=dc.precision),
@@ -235,10 +362,20 @@ def build_label(
             effective_macs=energy.effective_macs, bytes_moved=energy.bytes_moved, time_s_estimate=energy.time_s,
             calibration_anchor=energy.calibration_anchor, meter=energy.meter,
         ),
-        task=TaskInfo(id=task_id, declared=options.task is not None,
-                      quality=QualityInfo(metric=task.metric, declared=options.accuracy)),
+        task=TaskInfo(
+            id=res.id, declared=res.declared, detected_from=res.detected_from,
+            catalogued=task is not None and task.catalogued and task.status == "graded",
+            unit=task.unit if task else "inference",
+            unit_description=task.unit_description if task else None,
+            evaluation_input=({vi.name: list(graded.shapes[vi.name]) for vi in data_inputs(loaded.proto)}
+                              if graded.reason is None else None),
+            quality=QualityInfo(
+                metric=task.metric if task else "n/a", declared=options.accuracy,
+                declared_by=(options.issuer or "not stated") if options.accuracy is not None else None,
+                evidence_file=graded.evidence[0] if graded.evidence else None,
+                evidence_sha256=graded.evidence[1] if graded.evidence else None)),
         reference=ReferenceInfo(
-            model_id=ref.id if ref else None, name=ref.name if ref else None, task=task_id,
+            model_id=ref.id if ref else None, name=ref.name if ref else None, task=ref.task if ref else None,
             quality=ref.quality if ref else None, energy_j=ref_e, macs=ref.work.macs if ref else None,
             parameters=ref.work.parameters if ref else None, selection=sel.description,
             candidates_considered=sel.considered,

@@ -28,9 +28,18 @@ from eeki_label.recycle import structure_signature
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def profile_entry(path: Path, shape: list[int]) -> dict:
+def entry_shapes(m: dict) -> dict:
+    """{input name: shape} of a source entry: ``input_shapes``, or ``input_shape`` for the first input."""
+    if "input_shapes" in m:
+        return {k: tuple(v) for k, v in m["input_shapes"].items()}
+    return {None: tuple(m["input_shape"])}
+
+
+def profile_entry(path: Path, shapes: dict) -> dict:
     loaded = load_model(path)
-    shapes = resolve_input_shapes(loaded.proto, {loaded.proto.graph.input[0].name: tuple(shape)})
+    if None in shapes:
+        shapes = {loaded.proto.graph.input[0].name: shapes[None]}
+    shapes = resolve_input_shapes(loaded.proto, shapes)
     p = static_profile(loaded, shapes)
     if p.unresolved_nodes:
         raise SystemExit(f"{path.name}: unresolved nodes {p.unresolved_nodes[:5]}")
@@ -59,6 +68,12 @@ def main() -> int:
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
     source = json.loads(args.source.read_text())
+    # catalogue 2.0.0 on: the header names a tasks file and a models file beside it
+    if "tasks_file" in source:
+        tasks = json.loads((args.source.parent / source.pop("tasks_file")).read_text())
+        source.update(tasks)
+    if "models_file" in source:
+        source["models"] = json.loads((args.source.parent / source.pop("models_file")).read_text())
     out = {k: v for k, v in source.items() if k != "models"}
     out["profiler"] = f"eeki-label {__version__} static profile, scripts/build_catalogue.py"
     out["models"] = []
@@ -66,7 +81,7 @@ def main() -> int:
     worst = 0.0
     for m in source["models"]:
         entry = dict(m)
-        prof = profile_entry(args.exports / m["onnx_file"], m["input_shape"])
+        prof = profile_entry(args.exports / m["onnx_file"], entry_shapes(m))
         entry["profile"] = prof
         entry["structure"] = structure_entry(args.exports / m["onnx_file"])
         pub = m.get("published", {}).get("macs")

@@ -27,25 +27,56 @@ import time
 #: RLIMIT_DATA of this process, a backstop for memory taken outside the arena).
 
 
-def feeds_from_specs(specs, seed: int):
-    """Deterministic inputs from ``[(name, elem_type, shape), ...]``: floats from a standard normal
-    distribution, booleans true, every other type ones (a valid token id, mask value and length)."""
+def feeds_from_specs(specs, seed: int, given: "str | None" = None):
+    """Deterministic inputs from ``[(name, elem_type, shape[, hint]), ...]`` (hints: profile/inputs.py;
+    without one: floats from a standard normal distribution, booleans true, every other type ones).
+    ``given``: an ``.npz`` of checked arrays (``--inputs``) that replaces the generated values."""
     import numpy as np
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     rng = np.random.default_rng(seed)
-    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
     feeds = {}
-    for name, elem, shape in specs:
-        dtype = helper.tensor_dtype_to_np_dtype(elem)
-        shape = tuple(shape)
-        if elem in floats:
-            feeds[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
-        elif elem == TensorProto.BOOL:
-            feeds[name] = np.ones(shape, dtype=bool)
-        else:
-            feeds[name] = np.ones(shape, dtype=dtype)
+    for spec in specs:
+        name, elem, shape = spec[0], spec[1], tuple(spec[2])
+        hint = spec[3] if len(spec) > 3 else None
+        feeds[name] = generate_input(hint, shape, helper.tensor_dtype_to_np_dtype(elem), rng)
+    if given:
+        with np.load(given, allow_pickle=False) as z:
+            for name in list(feeds):
+                if name in z.files:
+                    feeds[name] = z[name].astype(feeds[name].dtype)
     return feeds
+
+
+def generate_input(hint, shape, dtype, rng):
+    """One input array following ``hint`` (used in the sandboxed child and in this process alike)."""
+    import numpy as np
+
+    kind = (hint or {}).get("kind", "normal")
+    dtype = np.dtype(dtype)
+    if kind == "ids":
+        return rng.integers(0, max(1, int(hint["high"])), size=shape).astype(dtype)
+    if kind == "zeros":
+        return np.zeros(shape, dtype=dtype)
+    if kind == "positions":
+        if not shape:
+            return np.zeros(shape, dtype=dtype)
+        return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype)
+    if kind == "const":
+        return np.full(shape, hint["value"], dtype=dtype)
+    if kind == "audio":
+        n = shape[-1]
+        t = np.arange(n) / 16000.0
+        sig = sum(0.05 * np.sin(2 * np.pi * f * t + p) for f, p in ((180.0, 0.0), (420.0, 1.0), (950.0, 2.0)))
+        sig = sig + 0.01 * rng.standard_normal(n)
+        return np.broadcast_to(sig, shape).astype(dtype)
+    if kind == "ones" or not np.issubdtype(dtype, np.floating) and dtype != np.dtype(bool):
+        return np.ones(shape, dtype=dtype) if dtype != np.dtype(bool) else np.ones(shape, dtype=bool)
+    if dtype == np.dtype(bool):
+        return np.ones(shape, dtype=bool)
+    return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+
+
 
 
 def _emit(obj) -> None:
@@ -155,7 +186,7 @@ def main() -> int:
         session = _session(ort, request, request.get("model_path") or model_bytes)
         del model_bytes
         stage = "run"
-        feeds = feeds_from_specs(request["inputs"], int(request.get("seed", 0)))
+        feeds = feeds_from_specs(request["inputs"], int(request.get("seed", 0)), request.get("given_inputs"))
         names = [o.name for o in session.get_outputs()]
         if request["task"] == "probe":
             values = session.run(None, feeds, run_options)

@@ -58,10 +58,14 @@ class RuntimeProfile:
 
 
 def feed_specs(model: ModelProto, shapes: dict[str, Shape],
-               max_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> list[tuple[str, int, tuple[int, ...]]]:
-    """``(name, elem_type, shape)`` of every real graph input; raises :class:`ModelTooLargeError`
+               max_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> list[tuple]:
+    """``(name, elem_type, shape, hint)`` of every real graph input (hint: profile/inputs.py); raises :class:`ModelTooLargeError`
     before anything is allocated when one input, or all together, exceed ``max_bytes``."""
-    specs = [(vi.name, vi.type.tensor_type.elem_type, tuple(shapes[vi.name])) for vi in graph_inputs(model)]
+    from eeki_label.profile.inputs import fill_hints
+
+    hints = fill_hints(model, shapes)
+    specs = [(vi.name, vi.type.tensor_type.elem_type, tuple(shapes[vi.name]), hints.get(vi.name))
+             for vi in graph_inputs(model)]
     check_input_bytes(specs, max_bytes)
     return specs
 
@@ -70,7 +74,7 @@ def check_input_bytes(specs, max_bytes: "int | None") -> None:
     if not max_bytes:
         return
     total = 0
-    for name, elem, shape in specs:
+    for name, elem, shape, *_ in specs:
         n = numel(shape) * dtype_bytes(elem)
         total += n
         if n > max_bytes or total > max_bytes:
@@ -168,6 +172,7 @@ def runtime_profile(
     time_limit_s: float | None = None,
     progress=None,
     max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES,
+    given_inputs: "str | None" = None,
 ) -> RuntimeProfile:
     """Warm up, then time ``runs`` inferences in a child process (:mod:`eeki_label.profile.sandbox`).
     ``progress(done, total)`` is called after each run. ``time_limit_s`` bounds the whole profile
@@ -179,7 +184,7 @@ def runtime_profile(
     specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
     path, model_bytes = _model_source(loaded)
     request = {"task": "profile", "model_path": path, "inputs": specs, "seed": seed, "runs": runs,
-               "warmup": warmup, "threads": threads}
+               "warmup": warmup, "threads": threads, "given_inputs": given_inputs}
     done = run_child(request, model_bytes, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
                      weight_bytes=loaded.file_bytes + loaded.external_bytes,
                      progress=(lambda n: progress(n, runs)) if progress else None)
@@ -215,18 +220,20 @@ def runtime_profile(
 
 
 def trial_run(loaded: LoadedModel, shapes: dict[str, Shape], *, time_limit_s: "float | None",
-              max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES, what: str = "a trial run") -> float:
+              max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES, what: str = "a trial run",
+              given_inputs: "str | None" = None) -> float:
     """Run the model once in the sandbox, under the time limit and the memory cap, before a stage
     that runs it in this process (where neither can be enforced); returns the seconds it took."""
     specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
     path, model_bytes = _model_source(loaded)
-    request = {"task": "profile", "model_path": path, "inputs": specs, "seed": DEFAULT_SEED, "runs": 1, "warmup": 0}
+    request = {"task": "profile", "model_path": path, "inputs": specs, "seed": DEFAULT_SEED, "runs": 1, "warmup": 0,
+               "given_inputs": given_inputs}
     return run_child(request, model_bytes, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
                      weight_bytes=loaded.file_bytes + loaded.external_bytes, what=what).elapsed_s
 
 
 def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time_limit_s, max_activation_bytes,
-           what: str) -> dict:
+           what: str, given_inputs: "str | None" = None) -> dict:
     """One run of the model in the child process with main-graph tensors ``names`` added as outputs;
     the child's answer (``shapes`` of every output, ``values`` of the one-element integer ones)."""
     specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
@@ -235,21 +242,21 @@ def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time
     model.graph.output.extend([ValueInfoProto(name=n) for n in names if n not in existing])
     data = model.SerializeToString()
     del model
-    done = run_child({"task": "probe", "inputs": specs, "seed": DEFAULT_SEED}, data, time_limit_s=time_limit_s,
+    done = run_child({"task": "probe", "inputs": specs, "seed": DEFAULT_SEED, "given_inputs": given_inputs}, data, time_limit_s=time_limit_s,
                      max_activation_bytes=max_activation_bytes, weight_bytes=len(data), what=what)
     return done.value
 
 
 def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
                  time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
-                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> dict[str, Shape]:
+                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES, given_inputs: "str | None" = None) -> dict[str, Shape]:
     """Concrete shapes of intermediate tensors of the main graph, by running the model once with
     those tensors added as outputs. Used only when static shape inference leaves them unknown.
     Runs in a child process under the same time limit and memory cap as the runtime profile."""
     if not names:
         return {}
     found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
-                   "the shape probe (one run for shapes static inference cannot settle)").get("shapes", {})
+                   "the shape probe (one run for shapes static inference cannot settle)", given_inputs).get("shapes", {})
     wanted = set(names)
     try:
         return {n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted}
@@ -259,14 +266,15 @@ def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str]
 
 def probe_values(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
                  time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
-                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES) -> dict[str, int]:
+                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES, given_inputs: "str | None" = None) -> dict[str, int]:
     """Values of one-element integer tensors of the main graph computed at run time (Loop trip
     counts), from one run with the generated inputs, as :func:`probe_shapes`. Names whose value is
     not a one-element integer are left out."""
     if not names:
         return {}
     found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
-                   "the trip-count probe (one run for Loop trip counts computed at run time)").get("values", {})
+                   "the trip-count probe (one run for Loop trip counts computed at run time)",
+                   given_inputs).get("values", {})
     wanted = set(names)
     try:
         return {n: int(v) for n, v in found.items() if n in wanted}

@@ -1,7 +1,8 @@
 """Concrete input shapes for a model whose inputs may have symbolic or unknown dimensions.
 
 Rule (documented in README, "Input shapes"): a dimension given by ``--input-shape NAME=1x3x224x224``
-wins; otherwise a known dimension is kept; an unknown *leading* dimension of an input of rank >= 2 is
+wins; otherwise a known dimension is kept; a dynamic dimension the task's evaluation input fixes takes
+that size (eeki_label/tasks.py); an unknown *leading* dimension of an input of rank >= 2 is
 taken as the batch dimension and set to 1; any other unknown dimension is an error that names the
 input and the dimension.
 """
@@ -76,9 +77,13 @@ def _declared_dims(vi: ValueInfoProto) -> "list[int | str | None]":
     return dims
 
 
-def resolve_input_shapes(model: ModelProto, overrides: "dict[str, Shape] | None" = None) -> dict[str, Shape]:
-    """Concrete shapes for every real graph input (see the module docstring for the rule)."""
+def resolve_input_shapes(model: ModelProto, overrides: "dict[str, Shape] | None" = None,
+                         defaults: "dict[str, dict[int, int]] | None" = None) -> dict[str, Shape]:
+    """Concrete shapes for every real graph input (see the module docstring for the rule).
+    ``defaults`` (input -> {axis: size}, the task's evaluation input) fill dynamic dimensions before the
+    batch rule."""
     overrides = dict(overrides or {})
+    defaults = defaults or {}
     inputs = graph_inputs(model)
     known = {vi.name for vi in inputs}
     unknown = sorted(set(overrides) - known)
@@ -110,6 +115,8 @@ def resolve_input_shapes(model: ModelProto, overrides: "dict[str, Shape] | None"
         for i, d in enumerate(declared):
             if isinstance(d, int):
                 dims.append(d)
+            elif i in defaults.get(vi.name, {}):
+                dims.append(defaults[vi.name][i])
             elif i == 0 and len(declared) >= 2:
                 dims.append(1)  # batch-like leading dimension
             else:

@@ -64,7 +64,7 @@ class TransferOutcome:
 MAX_CALIBRATION_BYTES = 2 * 1024**3
 
 
-def load_calibration(path: "str | Path", max_bytes: int = MAX_CALIBRATION_BYTES) -> dict:
+def load_calibration(path: "str | Path", max_bytes: int = MAX_CALIBRATION_BYTES, what: str = "--calibration-data") -> dict:
     """Arrays of an ``.npz`` file keyed by input name (no pickles). The file must be a regular file;
     the uncompressed sizes its members declare are checked before anything is inflated (a few KB of
     deflated zeros can declare gigabytes), and zipfile stops reading a member at its declared size."""
@@ -73,22 +73,22 @@ def load_calibration(path: "str | Path", max_bytes: int = MAX_CALIBRATION_BYTES)
     from eeki_label.fileio import open_regular
 
     name = Path(path).name
-    f = open_regular(path, UsageError, "--calibration-data")
+    f = open_regular(path, UsageError, what)
     size = os.fstat(f.fileno()).st_size
     if size > max_bytes:
         f.close()
-        raise UsageError(f"--calibration-data {name}: {size:,} bytes, over the limit of {max_bytes:,}")
+        raise UsageError(f"{what} {name}: {size:,} bytes, over the limit of {max_bytes:,}")
     try:
         with f, np.load(f, allow_pickle=False) as z:
             declared = sum(info.file_size for info in z.zip.infolist())
             if declared > max_bytes:
-                raise UsageError(f"--calibration-data {name}: its arrays declare {declared:,} bytes, over the limit "
+                raise UsageError(f"{what} {name}: its arrays declare {declared:,} bytes, over the limit "
                                  f"of {max_bytes:,}")
             return {k: z[k] for k in z.files}
     except UsageError:
         raise
     except Exception as e:  # zipfile/ValueError/OSError: not an npz of plain arrays
-        raise UsageError(f"--calibration-data {name}: not an .npz of arrays "
+        raise UsageError(f"{what} {name}: not an .npz of arrays "
                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
 
