@@ -3,7 +3,8 @@
 Rule (documented in README, "Input shapes"): a dimension given by ``--input-shape NAME=1x3x224x224``
 wins; otherwise a known dimension is kept; a dynamic dimension the task's evaluation input fixes takes
 that size (eeki_label/tasks.py); an unknown *leading* dimension of an input of rank >= 2 is
-taken as the batch dimension and set to 1; any other unknown dimension is an error that names the
+taken as the batch dimension and set to 1, and so is a symbolic dimension elsewhere that has the same name as
+such a leading dimension; any other unknown dimension is an error that names the
 input and the dimension.
 """
 
@@ -92,6 +93,9 @@ def resolve_input_shapes(model: ModelProto, overrides: "dict[str, Shape] | None"
             f"--input-shape names {', '.join(map(repr, unknown))}, but the model's inputs are "
             f"{', '.join(map(repr, sorted(known))) or 'none'}"
         )
+    # a symbolic dimension named like some input's leading (batch) dimension is that batch, wherever it is
+    batch_params = {d for vi in inputs for d in _declared_dims(vi)[:1]
+                    if isinstance(d, str) and d and len(_declared_dims(vi)) >= 2}
     shapes: dict[str, Shape] = {}
     for vi in inputs:
         input_dtype(vi)
@@ -119,6 +123,8 @@ def resolve_input_shapes(model: ModelProto, overrides: "dict[str, Shape] | None"
                 dims.append(defaults[vi.name][i])
             elif i == 0 and len(declared) >= 2:
                 dims.append(1)  # batch-like leading dimension
+            elif isinstance(d, str) and d in batch_params:
+                dims.append(1)  # the batch dimension named elsewhere as a leading dimension
             else:
                 label = (f"declared as {d.value}, not a usable size" if isinstance(d, _Declared)
                          else f"{d!r}" if d else "unknown")
