@@ -135,16 +135,25 @@ def depthwise_check(ctx) -> str:
 def catalogue_table(cat) -> str:
     rows = [[m.id, m.task, f"{m.quality:g}", "x".join(map(str, m.input_shape)), f"{m.work.parameters:,}",
              f"{m.work.macs / 1e9:.4g}"] for m in cat.models]
-    head = f"catalogue {cat.id} {cat.version} (sha256 {cat.sha256[:16]}…)\n"
-    tasks = "\n".join(f"task {t.id}: {t.name}; {t.dataset}; metric {t.metric}" for t in cat.tasks.values())
-    return head + tasks + "\n\n" + _table(["model", "task", "quality", "input", "parameters", "GMAC"], rows)
+    head = f"catalogue {cat.id} {cat.version} (sha256 {cat.sha256[:16]}…)\n\n"
+    trows = []
+    for t in cat.tasks.values():
+        n = len(cat.for_task(t.id))
+        trows.append([t.id, t.unit_description if t.unit != "inference" else "one inference",
+                      f"{t.metric} ({'higher' if t.higher_is_better else 'lower'} is better)",
+                      t.dataset, f"{n}" if t.status == "graded" else f"{t.status}: {n}"])
+    tasks = _table(["task", "unit of work", "metric", "dataset", "references"], trows)
+    known = "".join(f"\nknown, not graded: {t.id} ({t.name}): {t.why_not_catalogued}"
+                    for t in (cat.known_tasks or {}).values())
+    return head + tasks + known + "\n\n" + _table(["model", "task", "quality", "input", "parameters", "GMAC"], rows)
 
 
 def rules_table(rule_sets) -> str:
     out = []
     for r in rule_sets:
         bounds = ", ".join(f"{c} <= {b:g}" for c, b in r.thresholds) + ", G above"
-        out.append(f"{r.id} {r.version} (sha256 {r.sha256[:16]}…): {bounds}; default task {r.default_task}")
+        out.append(f"{r.id} {r.version} (sha256 {r.sha256[:16]}…): {bounds}; "
+                   + (f"default task {r.default_task}" if r.default_task else "task declared or detected, no default"))
     return "\n".join(out)
 
 
