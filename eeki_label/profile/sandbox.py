@@ -226,7 +226,10 @@ def _error(error: dict, what: str, time_limit_s, option: str, max_activation_byt
         return UnsupportedOperatorError(f"onnxruntime cannot run this model: {message}")
     if error.get("stage") == "load":
         return RuntimeProfileError(f"onnxruntime could not load the model: {message}")
-    return RuntimeProfileError(f"onnxruntime failed to run the model: {message}")
+    named = re.search(r"input(?: name)?[:=]?\s*'?\"?([\w./:-]+)", full)
+    hint = (f"; the inputs were generated{' (input ' + repr(named.group(1)) + ')' if named else ''}: if the model "
+            "needs particular values, pass real ones with --inputs FILE.npz")
+    return RuntimeProfileError(f"onnxruntime failed to run the model: {message}{hint}")
 
 
 def _crash(code: "int | None", tail: str, what: str, max_activation_bytes):
