@@ -513,6 +513,44 @@ def export_cmd(
     write_atomic(out, text)
 
 
+@app.command("gate")
+@_guarded
+def gate_cmd(
+    models: List[Path] = typer.Argument(..., help="ONNX models (a pre-commit hook passes the changed ones).",
+                                        show_default=False),
+    fail_below: str = typer.Option(..., help="Required class (A..G): a model worse than it fails the gate.",
+                                   show_default=False),
+    device_class: List[str] = typer.Option(
+        [], "--device-class", "-d", help="Device class id (repeatable), or 'all' (default: the rule set's default)."),
+    task: Optional[str] = typer.Option(None, help="Task id from the catalogue (needed for a grade)."),
+    accuracy: Optional[float] = typer.Option(None, help="Declared quality in the task's metric."),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims."),
+    rules: Optional[str] = typer.Option(None, help="Rule set version (default: newest installed)."),
+    catalogue: Optional[str] = typer.Option(None, help="Reference catalogue version (default: newest installed)."),
+) -> None:
+    """Grade several models (estimate only: no runtime profile, no NNC coding) and fail (exit 3) if one is
+    worse than --fail-below or cannot be graded; one line per model. Used by the pre-commit hook."""
+    from eeki_label.pipeline import AssessOptions, run_assessment
+    from eeki_label.profile.shapes import parse_shape_options
+    from eeki_label.rules import class_rank, worse_than
+    from eeki_label.transfer.stage import TransferOptions
+
+    class_rank(fail_below)
+    options = AssessOptions(device_classes=tuple(device_class), task=task, accuracy=accuracy,
+                            input_shapes=parse_shape_options(input_shape), runs=0, rules_version=rules,
+                            catalogue_version=catalogue, transfer=TransferOptions(enabled=False))
+    failures = []
+    for model in models:
+        labels = run_assessment(model, options, None).labels.labels
+        grades = ", ".join(f"{lab.device_class.id}={lab.label.class_ or 'not gradable'}" for lab in labels)
+        bad = [lab for lab in labels if not lab.label.gradable or worse_than(lab.label.class_, fail_below)]
+        typer.echo(f"{'FAIL' if bad else 'ok  '} {model}: {grades}")
+        if bad:
+            failures.append(f"{model.name} ({', '.join(f'{lab.device_class.id}={lab.label.class_ or chr(45)}' for lab in bad)})")
+    if failures:
+        raise GateFailed(f"worse than class {fail_below.upper()} or not gradable: {'; '.join(failures)}")
+
+
 @app.command()
 @_guarded
 def keygen(
