@@ -264,3 +264,30 @@ def test_assess_export_option_errors(tmp_path):
     assert run(["assess", EXAMPLE, *BASE_ARGS, "--export", "cyclonedx"]) == 2
     assert run(["assess", EXAMPLE, *BASE_ARGS, "--export", f"spdx={tmp_path / 'a'}",
                 "--export", f"cyclonedx={tmp_path / 'a'}"]) == 2
+
+
+def test_exports_of_a_label_with_transfer_figures_and_of_an_embedded_label(tmp_path):
+    """The NNC section becomes a CycloneDX ``deployment`` entry with its CO2; a model carrying its label
+    (``assess --embed``) exports like the label file."""
+    from support import save, tiny_cnn
+
+    model = save(tiny_cnn(batch=1), tmp_path / "tiny.onnx")
+    label, embedded = tmp_path / "label.json", tmp_path / "tiny.labelled.onnx"
+    assert run(["assess", model, "--runs", "0", "-d", "edge-gpu-batch1", "--task", "image-classification",
+                "--json", label, "--embed", embedded, "-q"]) == 0
+    lab = labels_of(json.loads(label.read_text()))[0]
+    assert lab["transfer"] is not None
+    text = export_text(source(label), "cyclonedx")
+    assert cdx_errors(text) is None
+    entries = json.loads(text)["components"][0]["modelCard"]["considerations"]["environmentalConsiderations"][
+        "energyConsumptions"]
+    deploy = next(e for e in entries if e["activity"] == "deployment")
+    one = next(s for s in lab["transfer"]["scenarios"] if s["id"] == "one-time")
+    assert deploy["activityEnergyCost"]["value"] == pytest.approx(one["nnc_wh"] / 1000, rel=1e-8)
+    assert deploy["co2CostEquivalent"] == {"value": pytest.approx(one["nnc_co2_g"] / 1e6, rel=1e-8), "unit": "tCO2eq"}
+    assert spdx_schema_errors(json.loads(export_text(source(label), "spdx"))) == []
+    for fmt in ("cyclonedx", "model-card"):
+        a, b = tmp_path / f"a.{fmt}", tmp_path / f"b.{fmt}"
+        assert run(["export", label, "-f", fmt, "-o", a]) == 0
+        assert run(["export", embedded, "-f", fmt, "-o", b]) == 0
+        assert a.read_text() == b.read_text()
