@@ -208,6 +208,17 @@ def test_badge_svg_is_well_formed_and_escaped(signed_set):
     root = ET.fromstring(text)
     assert root.tag.endswith("svg") and root.get("height") == "20"
     assert "href" not in text and "<script" not in text and "url(http" not in text
+    # a crafted label's texts cannot become markup
+    from eeki_label.export.common import source_of
+    from eeki_label.models import LabelSet
+
+    _, doc = read_label_file(signed_set)
+    lab = doc.labels[0]
+    hostile = lab.model_copy(update={"device_class": lab.device_class.model_copy(
+        update={"id": '"><script>alert(1)</script><a href="x'})})
+    text = export_text(source_of(LabelSet(labels=[hostile])), "badge-svg")
+    root = ET.fromstring(text)
+    assert "<script" not in text and not [e for e in root.iter() if e.tag.endswith(("script", "a"))]
 
 
 # ------------------------------------------------------------------------------------------ CLI
