@@ -302,3 +302,9 @@ def test_exports_of_a_label_with_transfer_figures_and_of_an_embedded_label(tmp_p
         assert run(["export", label, "-f", fmt, "-o", a]) == 0
         assert run(["export", embedded, "-f", fmt, "-o", b]) == 0
         assert a.read_text() == b.read_text()
+
+
+def test_cli_export_to_stdout(unsigned_label, capsys):
+    assert run(["export", unsigned_label, "--format", "badge-json", "--out", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schemaVersion"] == 1 and doc["eeki_label_id"] == source(unsigned_label).label_id
