@@ -166,6 +166,11 @@ def assess(
     rounds: Optional[int] = typer.Option(None, min=1, help="Federated-learning rounds (default: the rule set's)."),
     updates: Optional[int] = typer.Option(None, min=1, help="Periodic updates (default: the rule set's)."),
     country: Optional[str] = typer.Option(None, help="Grid carbon intensity of this country code (data/energy/transfer.json)."),
+    export: List[str] = typer.Option(
+        [], "--export", help="Also write the label as FORMAT=PATH (repeatable; formats: 'eeki-label export --help')."),
+    mlflow: bool = typer.Option(
+        False, "--mlflow", help="Log grade, index, energies and transfer figures and the label/PDF into the active MLflow "
+                                "run (pip install 'eeki-label[mlflow]')."),
 ) -> None:
     """Profile MODEL, estimate its energy per inference per device class, and grade it A..G."""
     from eeki_label.model_io import LoadLimits
@@ -207,10 +212,16 @@ def assess(
                          "(drop --no-transfer)")
     if delta_bitstream and not previous:
         raise UsageError("--delta-bitstream needs --previous")
+    exports = _export_options(export)
+    if mlflow:
+        from eeki_label.export.mlflow_run import require_mlflow
+
+        require_mlflow()
     signing_key = _certificate_preflight(model, sign_key, embed)
     _refuse_overwriting_inputs(
         {"--json": Path(json_out) if json_out and json_out != "-" else None, "--pdf": pdf, "--html": html,
          "--embed": embed, "--bitstream": bitstream, "--delta-bitstream": delta_bitstream,
+         **{f"--export {fmt}": Path(path) for fmt, path in exports},
          **({f"--out ({name})": out / name for name in ("label.json", "label.pdf", "report.html")} if out else {})},
         {"the model": model, "--base": base, "--previous": previous, "--measurements": measurements, "--trace": trace,
          "--calibration-data": calibration_data, "--sign-key": sign_key, "--inputs": inputs,
@@ -231,7 +242,18 @@ def assess(
 
         doc = sign_document(doc, signing_key)
     text = dump_json(doc)
+    if exports:
+        from eeki_label.export import export_text
+        from eeki_label.export.common import source_of
+
+        src = source_of(doc)
+        for fmt, path in exports:
+            extra[Path(path)] = export_text(src, fmt)
     _write_outputs(doc, text, out=out, json_out=json_out, pdf=pdf, html=html, embed=embed, model=model, extra=extra)
+    if mlflow:
+        from eeki_label.export.mlflow_run import log_to_mlflow
+
+        log_to_mlflow(doc)
     if json_out == "-":
         sys.stdout.write(text)
     if not quiet and json_out != "-":
@@ -245,6 +267,16 @@ def assess(
         if failing:
             worst = ", ".join(f"{lab.device_class.id}={lab.label.class_}" for lab in failing)
             raise GateFailed(f"class worse than {fail_below.upper()}: {worst}")
+
+
+def _export_options(values: List[str]) -> list:
+    from eeki_label.export import parse_export_option
+
+    exports = [parse_export_option(v) for v in values]
+    paths = [os.path.abspath(p) for _, p in exports]
+    if len(set(paths)) != len(paths):
+        raise UsageError("--export: two formats name the same PATH")
+    return exports
 
 
 def _host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=(), **more):
@@ -437,6 +469,95 @@ def render_cmd(
     if obj.get("signature") is not None:
         check_signature(obj, label.name)  # never print a certificate that claims a signature it does not carry
     _write_outputs(doc, dump_json(doc), pdf=pdf, html=html)
+
+
+@app.command("export")
+@_guarded
+def export_cmd(
+    label: Path = typer.Argument(..., help="A label JSON file (label or label set), or a model with an embedded label.",
+                                 show_default=False),
+    fmt: str = typer.Option(..., "--format", "-f", help="cyclonedx, spdx, model-card, markdown, badge-json or badge-svg.",
+                            show_default=False),
+    out: str = typer.Option(..., "--out", "-o", help="File to write, or '-' for stdout.", show_default=False),
+    device_class: Optional[str] = typer.Option(None, "--device-class", "-d", help="Badges: the device class shown "
+                                                                                   "(default: the label's first)."),
+    inferences: int = typer.Option(1000, min=1, help="Inferences per kWh/MJ quantity in CycloneDX, SPDX and the card "
+                                                     "(the per-inference joules are stated beside it)."),
+    spdx_unit: str = typer.Option("kilowattHour", help="SPDX energy unit: kilowattHour or megajoule."),
+    validate: bool = typer.Option(False, "--validate", help="Check the export with the format's own validator first "
+                                                            "(extras [sbom] or [hub])."),
+) -> None:
+    """Write a finished label as a CycloneDX/SPDX AI-BOM, a Hugging Face model card or a badge; the label itself is
+    not changed (a signed label still verifies), the export references its id, model sha256 and signature."""
+    from eeki_label.export import FORMATS, export_text
+    from eeki_label.export.common import export_source
+    from eeki_label.signing import check_signature, parse_document
+    from eeki_label.verify import looks_like_json, read_label_file, validate_document
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if spdx_unit not in ("kilowattHour", "megajoule"):
+        raise UsageError(f"--spdx-unit {spdx_unit!r}: use kilowattHour or megajoule")
+    if out != "-":
+        _refuse_overwriting_inputs({"--out": Path(out)}, {"the label": label})
+    if looks_like_json(label):
+        obj, doc = read_label_file(label)
+    else:
+        from eeki_label.embed import extract
+
+        obj = parse_document(extract(label).label_text, f"label embedded in {label.name}")
+        doc = validate_document(obj, f"label embedded in {label.name}")
+    if obj.get("signature") is not None:
+        check_signature(obj, label.name)  # never reference a signature that does not hold
+    text = export_text(export_source(obj, doc, inferences), fmt, device_class=device_class, spdx_unit=spdx_unit)
+    if validate:
+        from eeki_label.export.validate import validate_export
+
+        validate_export(fmt, text)
+    if out == "-":
+        sys.stdout.write(text)
+        return
+    from eeki_label.fileio import write_atomic
+
+    write_atomic(out, text)
+
+
+@app.command("gate")
+@_guarded
+def gate_cmd(
+    models: List[Path] = typer.Argument(..., help="ONNX models (a pre-commit hook passes the changed ones).",
+                                        show_default=False),
+    fail_below: str = typer.Option(..., help="Required class (A..G): a model worse than it fails the gate.",
+                                   show_default=False),
+    device_class: List[str] = typer.Option(
+        [], "--device-class", "-d", help="Device class id (repeatable), or 'all' (default: the rule set's default)."),
+    task: Optional[str] = typer.Option(None, help="Task id from the catalogue (needed for a grade)."),
+    accuracy: Optional[float] = typer.Option(None, help="Declared quality in the task's metric."),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims."),
+    rules: Optional[str] = typer.Option(None, help="Rule set version (default: newest installed)."),
+    catalogue: Optional[str] = typer.Option(None, help="Reference catalogue version (default: newest installed)."),
+) -> None:
+    """Grade several models (estimate only: no runtime profile, no NNC coding) and fail (exit 3) if one is
+    worse than --fail-below or cannot be graded; one line per model. Used by the pre-commit hook."""
+    from eeki_label.pipeline import AssessOptions, run_assessment
+    from eeki_label.profile.shapes import parse_shape_options
+    from eeki_label.rules import class_rank, worse_than
+    from eeki_label.transfer.stage import TransferOptions
+
+    class_rank(fail_below)
+    options = AssessOptions(device_classes=tuple(device_class), task=task, accuracy=accuracy,
+                            input_shapes=parse_shape_options(input_shape), runs=0, rules_version=rules,
+                            catalogue_version=catalogue, transfer=TransferOptions(enabled=False))
+    failures = []
+    for model in models:
+        labels = run_assessment(model, options, None).labels.labels
+        grades = ", ".join(f"{lab.device_class.id}={lab.label.class_ or 'not gradable'}" for lab in labels)
+        bad = [lab for lab in labels if not lab.label.gradable or worse_than(lab.label.class_, fail_below)]
+        typer.echo(f"{'FAIL' if bad else 'ok  '} {model}: {grades}")
+        if bad:
+            failures.append(f"{model.name} ({', '.join(f'{lab.device_class.id}={lab.label.class_ or chr(45)}' for lab in bad)})")
+    if failures:
+        raise GateFailed(f"worse than class {fail_below.upper()} or not gradable: {'; '.join(failures)}")
 
 
 @app.command()
