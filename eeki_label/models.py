@@ -378,7 +378,9 @@ class TransferDeltaInfo(_Frozen):
         default=None, description="The new model's graph differs from the previous one (the container carries the diff).")
     graph_section_bytes: Optional[int] = Field(default=None, description="Bytes of the graph diff in the container.")
     whole_model: Optional[bool] = Field(
-        default=None, description="Nothing in common with the previous model: the delta is the whole model coded.")
+        default=None, description="The delta is the whole model coded (nothing in common with the previous model, "
+                                  "or the coded difference came out larger): see whole_model_reason.")
+    whole_model_reason: Optional[str] = None
     fidelity_relative_to: Optional[str] = Field(
         default=None, description="'update effect' (||y - y_new|| / ||y_new - y_previous||) or 'reference outputs' "
                                   "(the new model's outputs, when the previous model's are not comparable).")

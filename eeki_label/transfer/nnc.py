@@ -144,6 +144,8 @@ class UpdateSummary:
     """Keys of the previous model's tensors the new model no longer has."""
     matched_by: dict
     """Paired tensors by how they were paired: ``name``, ``content``, ``structure``."""
+    whole_reason: str | None = None
+    """Why the update is the whole model (``whole_model``)."""
 
 
 @dataclass(frozen=True)
@@ -526,7 +528,7 @@ def encode_model(
     hdr = header_size(blob)
     raw_section = len(blob) - hdr - nnc_len
 
-    return NncResult(
+    result = NncResult(
         original_bytes=original_bytes, coded_float_bytes=coded_float_bytes, compressed_bytes=len(blob),
         nnc_bytes=nnc_len, raw_section_bytes=raw_section, header_bytes=hdr,
         ratio=len(blob) / original_bytes if original_bytes else 1.0,
@@ -538,6 +540,12 @@ def encode_model(
         base_sha256=previous.sha256 if previous is not None else None, model_sha256=loaded.sha256,
         baselines=base, bitstream=blob,
         update=plan_u.summary(section_sizes(blob)["graph"], whole_model=False) if plan_u is not None else None)
+    if plan_u is not None and whole is not None and whole.bound == bound and result.compressed_bytes > whole.compressed_bytes:
+        # an update never costs more than the whole model: send the whole-model coding instead
+        alt = _whole_as_update(loaded, previous, plan_u, whole, {}, LARGER_THAN_WHOLE)
+        if alt.compressed_bytes < result.compressed_bytes:
+            return alt
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,12 +567,13 @@ class UpdatePlan:
     def in_common(self) -> int:
         return sum(1 for p in self.pairs if p is not None)
 
-    def summary(self, graph_section_bytes: int, whole_model: bool) -> UpdateSummary:
+    def summary(self, graph_section_bytes: int, whole_model: bool, whole_reason: str | None = None) -> UpdateSummary:
         how: dict[str, int] = {}
         for p in self.pairs:
             if p is not None:
                 how[p[2]] = how.get(p[2], 0) + 1
-        return UpdateSummary(self.patch is not None, graph_section_bytes, whole_model, self.removed, how)
+        return UpdateSummary(self.patch is not None, graph_section_bytes, whole_model, self.removed, how,
+                             whole_reason)
 
 
 def plan_update(loaded: LoadedModel, previous: LoadedModel) -> UpdatePlan:
@@ -590,14 +599,18 @@ def plan_update(loaded: LoadedModel, previous: LoadedModel) -> UpdatePlan:
     return UpdatePlan(pairs, tuple(b.key for b in match.removed), patch, sha)
 
 
+NOTHING_IN_COMMON = "no tensor of the new model is found in the previous one"
+LARGER_THAN_WHOLE = "the coded difference came out larger than the whole model coded"
+
+
 def _whole_as_update(loaded: LoadedModel, previous: LoadedModel, plan: UpdatePlan, whole: "NncResult | None",
-                     encode_args: dict) -> NncResult:
+                     encode_args: dict, reason: str = NOTHING_IN_COMMON) -> NncResult:
     """The update when the new model shares nothing with ``previous``: the full-model coding (``whole``
     when it is of this model, else coded now) in a delta container that also carries the new graph
     (sent whole, as a patch that replaces everything) and names the previous model."""
     import tempfile
 
-    if whole is None or whole.delta or whole.model_sha256 != loaded.sha256 or whole.bound != encode_args["bound"]:
+    if whole is None or whole.delta or whole.model_sha256 != loaded.sha256 or whole.bound != encode_args.get("bound", whole.bound):
         whole = encode_model(loaded, **encode_args)
     t0 = time.perf_counter()
     c = unpack(whole.bitstream)
@@ -617,7 +630,7 @@ def _whole_as_update(loaded: LoadedModel, previous: LoadedModel, plan: UpdatePla
     return replace(whole, compressed_bytes=len(blob), header_bytes=hdr, raw_section_bytes=sizes["raw"],
                    ratio=len(blob) / whole.original_bytes if whole.original_bytes else 1.0, encode_s=encode_s,
                    decode_s=decode_s, delta=True, base_sha256=previous.sha256, baselines=None, bitstream=blob,
-                   update=plan.summary(sizes["graph"], whole_model=True))
+                   update=plan.summary(sizes["graph"], whole_model=True, whole_reason=reason))
 
 
 def _comparable_outputs(previous: LoadedModel, feeds, new_outputs: tuple[list[str], list]) -> "list | None":

@@ -228,7 +228,8 @@ def _delta_info(delta, full, previous: LoadedModel, reference: str, compressed_f
         fidelity_meets_bound=delta.fidelity.meets, reference=reference,
         ratio_vs_full_transfer=delta.compressed_bytes / compressed_full if compressed_full else None,
         graph_changed=u.graph_changed if u else None, graph_section_bytes=u.graph_section_bytes if u else None,
-        whole_model=u.whole_model if u else None, fidelity_relative_to=delta.fidelity.relative_to,
+        whole_model=u.whole_model if u else None, whole_model_reason=u.whole_reason if u else None,
+        fidelity_relative_to=delta.fidelity.relative_to,
         max_rel_error=delta.fidelity.max_rel_error,
         tensors=TransferDeltaTensorsInfo(
             **counts, removed=len(u.removed) if u else 0,
@@ -300,8 +301,8 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
         notes.append("delta coding: every receiver must hold the previous version intact (its sha256 is checked "
                      "when decoding)")
         if delta.update is not None and delta.update.whole_model:
-            notes.append("the new model has no tensor in common with the previous one: the delta is the whole "
-                         "model coded (plus the graph), no smaller than a full transfer")
+            notes.append(f"{delta.update.whole_reason}: the delta is the whole model coded (plus the graph "
+                         "patch), no smaller than a full transfer")
         if delta.fidelity.relative_to == "reference outputs":
             notes.append("delta fidelity is measured against the new model's outputs (the previous model's outputs "
                          "are not comparable or it has nothing in common), not against the update's own effect")
