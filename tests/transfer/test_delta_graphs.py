@@ -223,3 +223,37 @@ def test_version_1_containers_are_still_read():
     hz = zlib.compress(json.dumps(header).encode())
     c = unpack(MAGIC + struct.pack("<HI", 1, len(hz)) + hz + raw_z)
     assert c.entries[0].base == 0 and c.entries[1].base == -1 and c.graph is None and c.raw == b"xyz"
+
+
+def _v2(entries, model_sha, base_sha, keys_sha, count, raw=b"", graph=None, graph_sha=None) -> bytes:
+    return pack(Container(model_sha, base_sha, keys_sha, count, tuple(entries), b"", raw, graph, graph_sha, ()))
+
+
+def test_hostile_update_containers_are_refused(tmp_path):
+    """Crafted version-2 updates: a pairing across shapes, a graph section that rebuilds another graph,
+    a tensor of the new graph the container does not cover."""
+    from eeki_label.transfer.container import keys_digest
+
+    old = save_and_load(wide_mlp(seed=3), tmp_path / "old.onnx")
+    keys = [r.key for r in iter_stored_tensors(old.proto)]
+    n = len(keys)
+    w0, b0 = keys.index("initializer:w0"), keys.index("initializer:b0")
+    same = [Entry(i, "same", base=i) for i in range(n)]
+    crossed = [Entry(w0, "same", base=b0) if e.index == w0 else e for e in same]
+    with pytest.raises(TransferError, match="another type or shape"):
+        decode_bitstream(_v2(crossed, "0" * 64, old.sha256, keys_digest(keys), n), old)
+    with pytest.raises(TransferError, match="outside that model"):
+        decode_bitstream(_v2([Entry(0, "same", base=n + 5)] + same[1:], "0" * 64, old.sha256, keys_digest(keys), n),
+                         old)
+    skel = graphdiff.skeleton(old)
+    patch = graphdiff.make_patch(skel, skel)
+    with pytest.raises(TransferError, match="does not rebuild the graph it declares"):
+        decode_bitstream(_v2(same, "0" * 64, old.sha256, keys_digest(keys), n, graph=patch, graph_sha="f" * 64), old)
+    with pytest.raises(TransferError, match="every tensor"):
+        decode_bitstream(_v2(same[:-1], "0" * 64, old.sha256, keys_digest(keys), n, graph=patch,
+                             graph_sha=graphdiff.digest(skel)), old)
+    # all "same" through the graph section: the previous model back, bit-exactly
+    rec = decode_bitstream(_v2(same, "0" * 64, old.sha256, keys_digest(keys), n, graph=patch,
+                               graph_sha=graphdiff.digest(skel)), old)
+    for a, b in zip(iter_stored_tensors(rec), iter_stored_tensors(old.proto)):
+        assert numpy_helper.to_array(a.tensor).tobytes() == tensor_array(old, b.tensor).tobytes()
