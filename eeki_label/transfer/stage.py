@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eeki_label.errors import EekiError, TransferError, UsageError
+from eeki_label.errors import EekiError, InternalError, TransferError, UsageError
 from eeki_label.model_io import LoadedModel
 from eeki_label.models import (
     TransferDeltaInfo, TransferDeltaTensorsInfo, TransferFailedInfo, TransferFailureInfo, TransferFidelityInfo,
@@ -212,10 +212,12 @@ def reprice(info: TransferInfo, options: TransferOptions, rules_raw: dict) -> Tr
     return info.model_copy(update={**fields, "device_encode_s": enc_s, "device_decode_s": dec_s})
 
 
-def failure_info(part: str, error: EekiError) -> TransferFailureInfo:
-    """The label's record of a failed NNC coding (``part``: ``whole-model`` or ``delta``)."""
-    return TransferFailureInfo(part=part, error=str(error), error_type=type(error).__name__,
-                               exit_code=error.exit_code)
+def failure_info(part: str, error: Exception) -> TransferFailureInfo:
+    """The label's record of a failed NNC coding (``part``: ``whole-model`` or ``delta``); an error
+    outside the tool's tree (a codec defect) is recorded with the internal-error exit code."""
+    exit_code = error.exit_code if isinstance(error, EekiError) else InternalError.exit_code
+    text = " ".join(str(error).split())[:500] or type(error).__name__
+    return TransferFailureInfo(part=part, error=text, error_type=type(error).__name__, exit_code=exit_code)
 
 
 def _delta_info(delta, full, previous: LoadedModel, reference: str, compressed_full: int) -> TransferDeltaInfo:
@@ -260,7 +262,7 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
                             baselines=options.baselines)
     except UsageError:
         raise
-    except EekiError as e:
+    except Exception as e:  # noqa: BLE001 - whatever the codec does, the label stands (the error is recorded)
         notes = ["NNC could not code this model: no transfer figures; the rest of the label stands"]
         if previous is not None:
             notes.append("the delta was not attempted (it is priced against the full-model coding)")
@@ -275,7 +277,7 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
             delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s, whole=full)
         except UsageError:
             raise
-        except EekiError as e:
+        except Exception as e:  # noqa: BLE001 - as above: the full-model figures stand
             delta_failure, delta_error = failure_info("delta", e), e
 
     # Codec energy is priced from the study's device measurement per coded float32 byte (reproducible,

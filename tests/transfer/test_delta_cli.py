@@ -128,3 +128,21 @@ def test_a_model_nnc_cannot_code_keeps_its_label(cnn_pair, tmp_path, capsys, mon
     # a label whose transfer failed cannot be repriced: a one-line error, no traceback
     code, _, err = run(["transfer", tmp_path / "l.json"], capsys)
     assert code == 30 and "failed NNC coding" in err and err.count("\n") == 1
+
+
+def test_a_codec_defect_is_recorded_too(cnn_pair, monkeypatch):
+    """Not only the tool's own errors: whatever the codec raises, the label keeps a transfer section."""
+    from eeki_label.model_io import load_model
+    from eeki_label.pipeline import load_context
+    from eeki_label.transfer.stage import TransferOptions, assess_transfer
+
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(nnc, "encode_model", broken)
+    ctx = load_context()
+    new, old = cnn_pair
+    out = assess_transfer(load_model(new), {"x": (1, 3, 16, 16)}, 0, ctx.rules.raw, ctx.rules.fidelity,
+                          TransferOptions(), load_model(old))
+    assert out.info.status == "failed" and out.bitstream is None and out.delta_bitstream is None
+    assert out.info.failure.error_type == "IndexError" and out.info.failure.exit_code == 70
