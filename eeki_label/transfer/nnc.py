@@ -585,9 +585,20 @@ def plan_update(loaded: LoadedModel, previous: LoadedModel) -> UpdatePlan:
 
     match = match_tensors(loaded, previous)
     prev_index = {r.key: j for j, r in enumerate(iter_stored_tensors(previous.proto))}
-    pairs = tuple(None if s.status == NEW else
-                  (prev_index[s.base.key], "frozen" if s.status == FROZEN else "fine-tuned", s.matched_by)
-                  for s in match.statuses)
+    # a tensor whose values the previous model holds somewhere (e.g. a name now used by another layer
+    # of the same shape) is sent as a copy of those values, whatever the pairing says
+    by_digest = {b.digest: b for b in [*(s.base for s in match.statuses if s.base is not None), *match.removed]}
+    pairs = []
+    for s in match.statuses:
+        if s.status == FROZEN:
+            pairs.append((prev_index[s.base.key], "frozen", s.matched_by))
+        elif s.tensor.digest in by_digest:
+            pairs.append((prev_index[by_digest[s.tensor.digest].key], "frozen", "content"))
+        elif s.status == NEW:
+            pairs.append(None)
+        else:
+            pairs.append((prev_index[s.base.key], "fine-tuned", s.matched_by))
+    pairs = tuple(pairs)
     old, new = graphdiff.skeleton(previous), graphdiff.skeleton(loaded)
     new_sha = graphdiff.digest(new)
     patch = sha = None

@@ -257,3 +257,34 @@ def test_hostile_update_containers_are_refused(tmp_path):
                                graph_sha=graphdiff.digest(skel)), old)
     for a, b in zip(iter_stored_tensors(rec), iter_stored_tensors(old.proto)):
         assert numpy_helper.to_array(a.tensor).tobytes() == tensor_array(old, b.tensor).tobytes()
+
+
+def test_a_name_taken_by_another_layer_still_finds_the_unchanged_values(tmp_path):
+    """Two layers of the same shape swap their names (an export that numbers tensors differently):
+    the name pass pairs each with the other's values, but both are unchanged copies of previous tensors."""
+    base = wide_mlp(seed=3)
+    swapped = onnx.ModelProto()
+    swapped.CopyFrom(base)
+    inits = {t.name: t for t in swapped.graph.initializer}
+    w1, w2 = onnx.TensorProto(), onnx.TensorProto()
+    w1.CopyFrom(inits["w1"])
+    w2.CopyFrom(inits["w2"])
+    inits["w1"].CopyFrom(w2)
+    inits["w1"].name = "w1"
+    inits["w2"].CopyFrom(w1)
+    inits["w2"].name = "w2"
+    old = save_and_load(base, tmp_path / "old.onnx")
+    new = save_and_load(swapped, tmp_path / "new.onnx")
+    from eeki_label.transfer.nnc import plan_update
+
+    plan = plan_update(new, old)
+    keys = [r.key for r in iter_stored_tensors(new.proto)]
+    prev_keys = [r.key for r in iter_stored_tensors(old.proto)]
+    p1, p2 = plan.pairs[keys.index("initializer:w1")], plan.pairs[keys.index("initializer:w2")]
+    assert (prev_keys[p1[0]], p1[1]) == ("initializer:w2", "frozen")
+    assert (prev_keys[p2[0]], p2[1]) == ("initializer:w1", "frozen")
+    delta = encode_model(new, MLP_SHAPES, previous=old, workers=1)
+    assert {c.mode for c in delta.tensors} == {"same"} and not delta.update.graph_changed
+    rec = decode_bitstream(delta.bitstream, old)
+    for a, b in zip(iter_stored_tensors(rec), iter_stored_tensors(new.proto)):
+        assert numpy_helper.to_array(a.tensor).tobytes() == tensor_array(new, b.tensor).tobytes()
