@@ -288,3 +288,25 @@ def test_a_name_taken_by_another_layer_still_finds_the_unchanged_values(tmp_path
     rec = decode_bitstream(delta.bitstream, old)
     for a, b in zip(iter_stored_tensors(rec), iter_stored_tensors(new.proto)):
         assert numpy_helper.to_array(a.tensor).tobytes() == tensor_array(new, b.tensor).tobytes()
+
+
+def test_an_update_never_costs_more_than_the_whole_model(tmp_path):
+    """A coarse full-model coding (search margin 1) and a fine delta (margin 0.05) of a heavily changed
+    model: the difference comes out larger, so the whole-model coding is sent, and said so."""
+    from eeki_label.transfer.nnc import LARGER_THAN_WHOLE
+
+    base = wide_mlp(seed=3)
+    prev = onnx.ModelProto()
+    prev.CopyFrom(base)
+    rng = np.random.default_rng(0)
+    for t in prev.graph.initializer:
+        a = numpy_helper.to_array(t)
+        t.CopyFrom(numpy_helper.from_array((a + 0.5 * a.std() * rng.standard_normal(a.shape)).astype(np.float32), t.name))
+    new, old = save_and_load(base, tmp_path / "new.onnx"), save_and_load(prev, tmp_path / "old.onnx")
+    full = encode_model(new, MLP_SHAPES, workers=1, margin=1.0)
+    delta = encode_model(new, MLP_SHAPES, previous=old, workers=1, whole=full, margin=0.05)
+    assert delta.update.whole_model and delta.update.whole_reason == LARGER_THAN_WHOLE
+    assert full.compressed_bytes <= delta.compressed_bytes < full.compressed_bytes + 200  # no graph change
+    rec, same = decode_bitstream(delta.bitstream, old), decode_bitstream(full.bitstream, new)
+    for a, b in zip(iter_stored_tensors(rec), iter_stored_tensors(same)):
+        assert numpy_helper.to_array(a.tensor).tobytes() == numpy_helper.to_array(b.tensor).tobytes()
