@@ -9,6 +9,7 @@ bench:
 	$(PY) bench/bench_static.py
 	$(PY) bench/bench_assess.py
 	@if [ -f bench/bench_nnc.py ]; then $(PY) bench/bench_nnc.py; fi
+	$(PY) bench/bench_delta.py
 
 docs:
 	$(PY) scripts/gen_docs.py

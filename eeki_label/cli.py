@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from eeki_label import __version__
-from eeki_label.errors import EekiError, GateFailed, InternalError, UsageError
+from eeki_label.errors import EekiError, GateFailed, InternalError, TransferError, UsageError
 from eeki_label.limits import (
     DEFAULT_MAX_ACTIVATION_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_NODES, DEFAULT_MAX_TENSOR_BYTES,
 )
@@ -204,8 +204,7 @@ def assess(
             training_device_class=training_device_class, features_cached=features_cached, update_codec=update_codec),
         host=_host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=device_class),
         transfer=TransferOptions(enabled=transfer, previous=previous, calibration_data=calibration_data,
-                                 clients=clients, rounds=rounds, updates=updates, country=country,
-                                 required=bool(bitstream or previous or delta_bitstream or calibration_data)),
+                                 clients=clients, rounds=rounds, updates=updates, country=country),
     )
     if not transfer and (bitstream or previous or delta_bitstream or calibration_data):
         raise UsageError("--bitstream, --previous, --delta-bitstream and --calibration-data need the transfer stage "
@@ -232,10 +231,14 @@ def assess(
     finally:
         progress.close()
     labels = assessment.labels
-    extra = {}
-    if assessment.transfer is not None:
-        extra = {bitstream: assessment.transfer.bitstream, delta_bitstream: assessment.transfer.delta_bitstream}
-        extra.pop(None, None)
+    extra, unwritten = {}, []
+    if assessment.transfer is not None:  # a bitstream NNC could not make is reported after the label is written
+        for option, path, data in (("--bitstream", bitstream, assessment.transfer.bitstream),
+                                   ("--delta-bitstream", delta_bitstream, assessment.transfer.delta_bitstream)):
+            if path is not None and data is not None:
+                extra[path] = data
+            elif path is not None:
+                unwritten.append(option)
     doc = labels.labels[0] if len(labels.labels) == 1 else labels
     if signing_key is not None:
         from eeki_label.signing import sign_document
@@ -267,6 +270,10 @@ def assess(
         if failing:
             worst = ", ".join(f"{lab.device_class.id}={lab.label.class_}" for lab in failing)
             raise GateFailed(f"class worse than {fail_below.upper()}: {worst}")
+    if unwritten:
+        f = assessment.transfer.failure
+        raise TransferError(f"{' and '.join(unwritten)} not written: NNC {f.part if f else 'coding'} failed "
+                            f"({f.error if f else 'no bitstream'}); the label records it")
 
 
 def _export_options(values: List[str]) -> list:
@@ -713,7 +720,6 @@ def parse_input_shapes(options: List[str]):
 
 
 def _read_transfer_section(path: Path):
-    from eeki_label.errors import TransferError
     from eeki_label.verify import read_label_file
 
     _, doc = read_label_file(path)
@@ -727,7 +733,8 @@ def _read_transfer_section(path: Path):
 @_guarded
 def decode_cmd(
     bitstream: Path = typer.Argument(..., help="An NNC bitstream written by 'assess --bitstream'.", show_default=False),
-    model: Path = typer.Option(..., "--model", help="The model it was coded from (for a delta: the previous version).",
+    model: Path = typer.Option(..., "--model", "--previous",
+                               help="The model it was coded from (for a delta: the previous version).",
                                show_default=False),
     out: Path = typer.Option(..., "--out", help="Where to write the reconstructed ONNX model.", show_default=False),
     max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, help="Largest model and bitstream file accepted, bytes."),

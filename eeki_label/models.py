@@ -10,7 +10,7 @@ Energies are joules per inference unless a name says otherwise.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -365,16 +365,54 @@ class TransferScenarioInfo(_Frozen):
     nnc_cost_eur: Optional[float]
 
 
+class TransferDeltaTensorsInfo(_Frozen):
+    """How the delta container sends each tensor of the new model (counts of stored tensors)."""
+
+    same: int = Field(description="Unchanged tensors of the previous model: no bytes.")
+    delta: int = Field(description="Same role and shape, changed values: the NNC-coded difference.")
+    nnc: int = Field(description="New or reshaped tensors: NNC-coded whole.")
+    raw: int = Field(description="Sent bit-exactly (small, structural or non-float tensors).")
+    removed: int = Field(description="Tensors of the previous model the new one no longer has.")
+    matched_by_name: int = 0
+    matched_by_content: int = 0
+    matched_by_structure: int = 0
+
+
 class TransferDeltaInfo(_Frozen):
-    """Differential coding against a previous version (--previous)."""
+    """Differential coding against a previous version (--previous) or the declared base (--base)."""
 
     previous_sha256: str
-    compressed_bytes: int
+    compressed_bytes: int = Field(description="The whole delta container: tensors, mapping and the new graph.")
     ratio_vs_full_nnc: float = Field(description="Delta bitstream bytes / full-model NNC bytes.")
     encode_s: float
     decode_s: float
     coded_float32_bytes: int
     fidelity_meets_bound: bool
+    reference: Literal["previous", "base"] = Field(
+        default="previous", description="What the delta is made against: --previous, or the declared --base.")
+    ratio_vs_full_transfer: Optional[float] = Field(
+        default=None, description="compressed_bytes / transfer.compressed_bytes (the full NNC transfer with its graph).")
+    graph_changed: Optional[bool] = Field(
+        default=None, description="The new model's graph differs from the previous one (the container carries the diff).")
+    graph_section_bytes: Optional[int] = Field(default=None, description="Bytes of the graph diff in the container.")
+    whole_model: Optional[bool] = Field(
+        default=None, description="The delta is the whole model coded (nothing in common with the previous model, "
+                                  "or the coded difference came out larger): see whole_model_reason.")
+    whole_model_reason: Optional[str] = None
+    fidelity_relative_to: Optional[str] = Field(
+        default=None, description="'update effect' (||y - y_new|| / ||y_new - y_previous||) or 'reference outputs' "
+                                  "(the new model's outputs, when the previous model's are not comparable).")
+    max_rel_error: Optional[float] = None
+    tensors: Optional[TransferDeltaTensorsInfo] = None
+
+
+class TransferFailureInfo(_Frozen):
+    """What failed in the NNC stage, and why (the label is written all the same)."""
+
+    part: Literal["whole-model", "delta"]
+    error: str = Field(description="The one-line diagnosis.")
+    error_type: str = Field(description="The error class, e.g. TransferError, LimitExceededError.")
+    exit_code: int = Field(description="The exit code this error would have had on its own.")
 
 
 class TransferInfo(_Frozen):
@@ -408,6 +446,21 @@ class TransferInfo(_Frozen):
     scenarios: list[TransferScenarioInfo]
     delta: Optional[TransferDeltaInfo] = None
     notes: list[str]
+    status: Literal["complete", "delta-failed"] = Field(
+        default="complete", description="'delta-failed': the full-model figures stand, the delta could not be coded.")
+    failure: Optional[TransferFailureInfo] = Field(default=None, description="Why the delta is null (status delta-failed).")
+
+
+class TransferFailedInfo(_Frozen):
+    """The transfer section when NNC could not code the model: what failed and why, no coded figures."""
+
+    status: Literal["failed"] = "failed"
+    codec: Literal["nnc"] = "nnc"
+    standard: str = "ISO/IEC 15938-17"
+    implementation: str
+    original_bytes: int = Field(description="Bytes of an uncompressed transfer: the model file and its external data.")
+    failure: TransferFailureInfo
+    notes: list[str]
 
 
 class Label(_Frozen):
@@ -423,8 +476,9 @@ class Label(_Frozen):
     runtime: Optional[RuntimeInfo]
     recycling: Optional["RecyclingInfo"] = Field(
         default=None, description="Reuse of a pretrained base and the training energy it avoids (BRIEF section 4).")
-    transfer: Optional[TransferInfo] = Field(
-        default=None, description="NNC bitstream and distribution energy (BRIEF section 3); null when not assessed.")
+    transfer: Optional[Union[TransferInfo, TransferFailedInfo]] = Field(
+        default=None, description="NNC bitstream and distribution energy (BRIEF section 3); null when not assessed; "
+                                  "status 'failed' when NNC could not code the model.")
     rules: RulesInfo
     catalogue: CatalogueInfo
     device_data: DeviceDataInfo

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -33,12 +33,12 @@ from eeki_label.profile.runtime import (
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile, typed_graphs
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
-from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info
-from eeki_label.errors import TransferError, UsageError
+from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info, with_coded_update
+from eeki_label.errors import UsageError
 from eeki_label.tasks import (
     TaskResolution, check_shapes, check_task_id, data_inputs, dynamic_axes, resolve_task, shape_plan,
 )
-from eeki_label.transfer.stage import TransferOptions, TransferOutcome, assess_transfer
+from eeki_label.transfer.stage import TransferOptions, TransferOutcome, assess_transfer, delta_update_bytes
 
 Progress = Callable[[str, int, int], None]
 
@@ -182,10 +182,17 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     graded = _graded_work(loaded, shapes, static, task, plan, options, limits, evidence)
     step("recycling", 0, 1)
-    recycling = recycling_info(assess_recycling(
-        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices, options.recycling,
+    # one update figure: the update against the base is the transfer stage's delta when it codes one
+    delta_ref = previous if previous is not None else (
+        base if base is not None and options.recycling.update_codec == "auto" else None)
+    shared_delta = (options.transfer.enabled and base is not None and delta_ref is not None
+                    and delta_ref.sha256 == base.sha256 and options.recycling.update_codec == "auto")
+    recycled = assess_recycling(
+        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices,
+        replace(options.recycling, update_codec="deferred") if shared_delta else options.recycling,
         activation_peak_elements=static.activation_peak_elements, subgraph_runs=dict(static.subgraph_runs), typed=typed,
-    ), static.weight_bytes)
+    )
+    recycling = recycling_info(recycled, static.weight_bytes)
     runtime = None
     if options.runs > 0:
         runtime = runtime_profile(
@@ -220,28 +227,20 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     if options.transfer.enabled:
         prove_bounded("the NNC transfer stage")
         step("NNC transfer", 0, 1)
-        try:
-            topts = options.transfer
-            if options.inputs is not None and topts.calibration_data is None:
-                import dataclasses
+        # A codec failure never costs the label: the transfer section then says what failed and why
+        # (transfer/stage.py); the artefacts the user asked for (--bitstream) fail the command after it.
+        topts = options.transfer
+        if options.inputs is not None and topts.calibration_data is None:
+            import dataclasses
 
-                topts = dataclasses.replace(topts, calibration_data=given_path)  # the checked --inputs
-            transfer = assess_transfer(loaded, shapes, static.weight_bytes, ctx.rules.raw, ctx.rules.fidelity,
-                                       topts, previous)
-        except TransferError as e:
-            # The label stands without transfer figures: a model NNC cannot code within the fidelity
-            # bound is still graded; the artefacts the user asked for (--bitstream) then fail the run.
-            if options.transfer.required:
-                raise
-            labels = [_with_note(lab, f"transfer not assessed: {e}") for lab in labels]
-        else:
-            labels = [lab.model_copy(update={"transfer": transfer.info}) for lab in labels]
+            topts = dataclasses.replace(topts, calibration_data=given_path)  # the checked --inputs
+        transfer = assess_transfer(loaded, shapes, static.weight_bytes, ctx.rules.raw, ctx.rules.fidelity,
+                                   topts, delta_ref, "previous" if previous is not None else "base")
+        labels = [lab.model_copy(update={"transfer": transfer.info}) for lab in labels]
+        if shared_delta:
+            recycling = recycling_info(with_coded_update(recycled, *delta_update_bytes(transfer)), static.weight_bytes)
+            labels = [lab.model_copy(update={"recycling": recycling}) for lab in labels]
     return Assessment(LabelSet(labels=labels), transfer)
-
-
-def _with_note(label: Label, note: str) -> Label:
-    grade_ = label.label.model_copy(update={"notes": [*label.label.notes, note]})
-    return label.model_copy(update={"label": grade_})
 
 
 def reference_energy(ctx: Context, dc: DeviceClass):

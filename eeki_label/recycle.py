@@ -42,7 +42,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -655,26 +655,36 @@ def update_size(match: TensorMatch, coded_bytes: int | None = None, note: str | 
                       "nnc" if coded_bytes is not None else "raw", coded_bytes, note)
 
 
-def nnc_update_bytes(candidate: LoadedModel, base: LoadedModel, match: TensorMatch, shapes: Mapping[str, Shape],
-                     time_limit_s: float | None = None) -> tuple[int | None, str | None]:
-    """Bytes of the NNC delta container that turns ``base`` into ``candidate`` (via the transfer
-    stage's :func:`eeki_label.transfer.nnc.encode_model` with ``previous=base``), or (None, why not).
+def nnc_update_bytes(candidate: LoadedModel, base: LoadedModel, shapes: Mapping[str, Shape],
+                     time_limit_s: float | None = None, bound=None) -> tuple[int | None, str | None]:
+    """Bytes of the NNC delta container that turns ``base`` into ``candidate``, or (None, why not).
 
-    The codec pairs tensors by key, so it is used only when every reused tensor kept its key."""
-    if not match.all_keys_match():
-        return None, ("some reused tensors were renamed; the NNC delta coder pairs tensors by name, so the "
-                      "update is reported as raw bytes of the changed tensors")
+    The same coder as the transfer stage's delta (:func:`eeki_label.transfer.nnc.encode_model` with
+    ``previous=base``): tensors are paired as :func:`match_tensors` pairs them (renamed, added and
+    removed tensors included), the container carries the new graph. ``bound`` is the rule set's
+    :class:`~eeki_label.transfer.fidelity.FidelityBound` (default: the codec's)."""
     try:
+        from eeki_label.transfer.fidelity import FidelityBound
         from eeki_label.transfer.nnc import encode_model
     except ImportError as e:  # the transfer stage is not installed in this build
         return None, f"NNC codec unavailable ({e}); raw bytes of the changed tensors"
-    from eeki_label.errors import EekiError
+    from eeki_label.errors import EekiError, UsageError
 
     try:
-        result = encode_model(candidate, shapes, previous=base, time_limit_s=time_limit_s)
+        result = encode_model(candidate, shapes, bound or FidelityBound(), previous=base, time_limit_s=time_limit_s)
+    except UsageError:
+        raise
     except EekiError as e:
-        return None, f"NNC delta coding failed ({e}); raw bytes of the changed tensors"
+        return None, f"NNC delta coding failed ({type(e).__name__}: {e}); raw bytes of the changed tensors"
     return int(result.compressed_bytes), None
+
+
+def with_coded_update(result: "RecyclingResult", coded_bytes: int | None, note: str | None) -> "RecyclingResult":
+    """``result`` with its update sized by a delta coded elsewhere (the transfer stage's, against the
+    same base): one update figure on the label."""
+    if result.match is None:
+        return result
+    return replace(result, update=update_size(result.match, coded_bytes, note))
 
 
 # --------------------------------------------------------------------------------------------
@@ -718,7 +728,8 @@ class RecyclingOptions:
     training_device_class: str | None = None
     features_cached: bool | None = None
     update_codec: str = "auto"
-    """``auto``: the NNC delta container when the codec can code the update; ``raw``: never code."""
+    """``auto``: the NNC delta container when the codec can code the update; ``raw``: never code;
+    ``deferred``: the caller sizes it later with the transfer stage's delta (:func:`with_coded_update`)."""
     codec_time_limit_s: float | None = 600.0
 
 
@@ -774,7 +785,7 @@ def assess_recycling(loaded: LoadedModel, shapes: Mapping[str, Shape], work, bas
             training = training_estimate(fwd, split_macs(nodes, trained), p, nothing_trained=not trained)
         coded, why = None, None
         if options.update_codec == "auto" and any(s.status != FROZEN for s in match.statuses):
-            coded, why = nnc_update_bytes(loaded, base, match, shapes, options.codec_time_limit_s)
+            coded, why = nnc_update_bytes(loaded, base, shapes, options.codec_time_limit_s, _rules_bound(rules_raw))
         update = update_size(match, coded, why)
         reinit = [s for s in match.of(FINE_TUNED) if s.relative_change is not None and s.relative_change >= REINIT_CHANGE]
         if reinit:
@@ -809,6 +820,18 @@ def assess_recycling(loaded: LoadedModel, shapes: Mapping[str, Shape], work, bas
         notes.append(f"{unresolved} compute node(s) with unknown shapes count 0 MACs in the training split")
     return RecyclingResult(basis, base, match, family, recognised, layers, training, update, grid_figures(),
                            tuple(notes))
+
+
+def _rules_bound(rules_raw: Mapping):
+    """The rule set's fidelity bound for the update coder (None: the codec's default)."""
+    f = rules_raw.get("fidelity") or {}
+    try:
+        from eeki_label.transfer.fidelity import FidelityBound
+
+        return FidelityBound(max_rel_error=float(f["relative_output_error_max"]),
+                             min_top1_agreement=float(f["classifier_top1_agreement_min"]))
+    except (ImportError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _finite(x: float | None) -> float | None:

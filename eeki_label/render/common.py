@@ -138,9 +138,10 @@ def flatten(data: Any, prefix: str = "", limit: int = 80) -> list[tuple[str, str
 
 def transfer_headline(label) -> "dict | None":
     """Size after NNC and the one-time transfer energies from the label's ``transfer`` section:
-    ``{original_bytes, compressed_bytes, ratio, one_time_plain_j, one_time_nnc_j, codec, qp}``, or None."""
+    ``{original_bytes, compressed_bytes, ratio, one_time_plain_j, one_time_nnc_j, codec, qp}``, or None
+    (also when NNC could not code the model: :func:`transfer_text` says so)."""
     t = label.transfer
-    if t is None:
+    if t is None or t.status == "failed":
         return None
     one = next((x for x in t.scenarios if x.id == "one-time"), None)
     return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes, "ratio": t.ratio,
@@ -152,6 +153,9 @@ def transfer_text(label) -> "tuple[str, str] | None":
     """(size line, saving line) for the label page, or None without a transfer section."""
     h = transfer_headline(label)
     if h is None:
+        t = label.transfer
+        if t is not None and t.status == "failed":
+            return "NNC could not code the model", one_line(f"{t.failure.error_type}: {t.failure.error}", 120)
         return None
     if h["compressed_bytes"] is not None and h["original_bytes"]:
         size = (f"{sig(mb(h['compressed_bytes']), 3)} MB after NNC "
@@ -206,9 +210,9 @@ def tolerance_text(label) -> str:
 
 def transfer_inputs(label) -> "dict | None":
     """What the HTML what-if needs from the ``transfer`` section: model bytes before and after NNC and
-    the encode and decode seconds of one model. None without a transfer section."""
+    the encode and decode seconds of one model. None without a transfer section or coded figures."""
     t = label.transfer
-    if t is None:
+    if t is None or t.status == "failed":
         return None
     return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes, "encode_s": t.encode_s,
             "decode_s": t.decode_s, "qp": t.qp, "codec": t.codec}

@@ -159,6 +159,8 @@ def rules_table(rule_sets) -> str:
 
 def transfer_line(t) -> str:
     """One summary line of a label's transfer section."""
+    if t.status == "failed":
+        return f"transfer: NNC could not code the model ({t.failure.error_type}: {t.failure.error})"
     one = next((x for x in t.scenarios if x.id == "one-time"), None)
     fed = next((x for x in t.scenarios if x.id == "federated-learning"), None)
     parts = [f"transfer: {t.original_bytes / 1e6:.3g} MB -> {t.compressed_bytes / 1e6:.3g} MB with NNC "
@@ -168,6 +170,10 @@ def transfer_line(t) -> str:
         parts.append(f"one-time {one.uncompressed_wh:.3g} -> {one.nnc_wh:.3g} Wh ({-one.nnc_saving_share * 100:+.0f} %)")
     if fed:
         parts.append(f"federated {fed.uncompressed_wh:.3g} -> {fed.nnc_wh:.3g} Wh ({-fed.nnc_saving_share * 100:+.0f} %)")
+    if t.delta is not None:
+        parts.append(f"update vs the {t.delta.reference} model {t.delta.compressed_bytes / 1e6:.3g} MB")
+    elif t.failure is not None:
+        parts.append(f"no delta: {t.failure.error_type}")
     return "; ".join(parts)
 
 

@@ -32,7 +32,7 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ from eeki_label.model_io import (
     tensor_nbytes,
 )
 from eeki_label.transfer import _nncore
-from eeki_label.transfer.container import Container, Entry, header_size, keys_digest, pack, unpack
+from eeki_label.transfer.container import Container, Entry, header_size, keys_digest, pack, section_sizes, unpack
 from eeki_label.transfer.fidelity import (
     Fidelity,
     FidelityBound,
@@ -124,6 +124,28 @@ class TensorChoice:
     """Bytes of the tensor's NNC data unit, or of its serialised TensorProto (raw, before zlib)."""
     reason: str
     """Why raw/same, or the strategy that chose the QP."""
+    base_key: str | None = None
+    """For ``same`` and ``delta``: the previous model's tensor it is taken from."""
+    matched_by: str | None = None
+    """How the tensor was paired with the previous model's (``name``, ``content``, ``structure``), or None."""
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    """What a delta container says about the two graphs (see :func:`plan_update`)."""
+
+    graph_changed: bool
+    """The new model's skeleton (graph without tensor payloads) differs from the previous one's."""
+    graph_section_bytes: int
+    """Bytes of the compressed graph patch in the container (0 when the graph is unchanged)."""
+    whole_model: bool
+    """Nothing in common with the previous model: the update is the whole model coded."""
+    removed: tuple[str, ...]
+    """Keys of the previous model's tensors the new model no longer has."""
+    matched_by: dict
+    """Paired tensors by how they were paired: ``name``, ``content``, ``structure``."""
+    whole_reason: str | None = None
+    """Why the update is the whole model (``whole_model``)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +218,8 @@ class NncResult:
     model_sha256: str
     baselines: Baselines | None
     bitstream: bytes = field(repr=False)
+    update: UpdateSummary | None = None
+    """For a delta: the graph and the tensor mapping."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,6 +306,7 @@ def encode_model(
     max_units: int = 48,
     margin: float | None = None,
     seed: int = 0,
+    whole: "NncResult | None" = None,
 ) -> NncResult:
     """Encode ``loaded``'s weights (or, with ``previous``, its update against ``previous``).
 
@@ -299,6 +324,13 @@ def encode_model(
     calibration inputs, so that inputs it was not tuned on stay within the bound too (default
     :data:`SEARCH_MARGIN` with calibration data, :data:`SYNTHETIC_SEARCH_MARGIN` without); the
     decoded model is then checked against the bound itself.
+
+    With ``previous`` the tensors are paired as :func:`eeki_label.recycle.match_tensors` pairs them
+    (name and shape, then content, then structure; see :func:`plan_update`): unchanged ones cost
+    nothing, changed ones of the same shape are coded as differences, new or reshaped ones whole,
+    and the container carries the patch to the new graph. A new model with nothing in common with
+    ``previous`` is coded whole (``whole``, the full-model result of the same model and bound, is
+    reused instead of coding again).
     """
     if margin is None:
         margin = SEARCH_MARGIN if calibration is not None else SYNTHETIC_SEARCH_MARGIN
@@ -313,29 +345,46 @@ def encode_model(
     refs = list(iter_stored_tensors(loaded.proto))
     keys = [r.key for r in refs]
     consumers = _consumers(loaded.proto)
-    prev_refs: dict[str, TensorRef] = {}
+    plan_u: UpdatePlan | None = None
+    prev_list: list[TensorRef] = []
     if previous is not None:
-        prev_refs = {r.key: r for r in iter_stored_tensors(previous.proto)}
+        plan_u = plan_update(loaded, previous)
+        if plan_u.in_common == 0:  # nothing to difference against: the update is the whole model
+            return _whole_as_update(loaded, previous, plan_u, whole, dict(
+                shapes=shapes, bound=bound, calibration=calibration, time_limit_s=time_limit_s, strategy=strategy,
+                workers=workers, calibration_samples=calibration_samples, sensitivity_samples=sensitivity_samples,
+                max_units=max_units, margin=margin, seed=seed))
+        prev_list = list(iter_stored_tensors(previous.proto))
 
     modes: list[str] = []
     reasons: list[str] = []
+    bases: dict[int, int] = {}  # new tensor index -> previous tensor index (same, delta)
+    why_whole: dict[int, str] = {}  # paired tensors coded whole, and why
     cands: list[Candidate] = []
     cand_index: dict[str, int] = {}
     exact: dict[str, Callable[[], np.ndarray]] = {}  # key -> reader of the model's own values
     raw_blobs: dict[int, bytes] = {}
     for i, ref in enumerate(refs):
         why = raw_reason(ref, consumers)
-        prev = prev_refs.get(ref.key)
-        if prev is not None:
+        pair = plan_u.pairs[i] if plan_u is not None else None
+        if pair is not None:
+            j, status = pair[0], pair[1]
+            prev = prev_list[j]
+            if status == "frozen":  # bit-identical values (content digest, dtype and shape included)
+                modes.append("same")
+                reasons.append("unchanged since the previous model")
+                bases[i] = j
+                continue
             same_decl = prev.tensor.data_type == ref.tensor.data_type and list(prev.tensor.dims) == list(ref.tensor.dims)
-            if same_decl:
+            if same_decl and why is None:
                 a_new = tensor_array(loaded, ref.tensor)
                 a_old = tensor_array(previous, prev.tensor)
-                if _same_values(a_new, a_old):
-                    modes.append("same")
-                    reasons.append("unchanged since the previous model")
-                    continue
-                if why is None and np.all(np.isfinite(a_new)) and np.all(np.isfinite(a_old)):
+                if not (np.all(np.isfinite(a_new)) and np.all(np.isfinite(a_old))):
+                    pass  # coded whole (or raw) below
+                elif _norm(a_new.astype(np.float64) - a_old) >= _norm(a_new):
+                    why_whole[i] = ("changed by more than its own size since the previous model "
+                                    "(re-initialised?): coded whole")
+                else:
                     # values are read again from the models when needed: the search holds no copies
                     cands.append(Candidate(ref.key, _delta_reader(loaded, ref.tensor, previous, prev.tensor),
                                            _reader(previous, prev.tensor), shape=a_new.shape))
@@ -343,6 +392,7 @@ def encode_model(
                     cand_index[ref.key] = i
                     modes.append("delta")
                     reasons.append(strategy)
+                    bases[i] = j
                     continue
                 del a_new, a_old
         if why is None:
@@ -355,7 +405,7 @@ def encode_model(
                 exact[ref.key] = read
                 cand_index[ref.key] = i
                 modes.append("nnc")
-                reasons.append(strategy)
+                reasons.append(why_whole.get(i, strategy))
                 continue
         modes.append("raw")
         reasons.append(why)
@@ -371,7 +421,7 @@ def encode_model(
     # memory (one onnxruntime session at a time); timed with the check, not with the encoding
     t_ref = time.perf_counter()
     final_ref = _original_outputs(loaded, feeds)
-    final_base = _original_outputs(previous, feeds)[1] if previous is not None else None
+    final_base = _comparable_outputs(previous, feeds, final_ref) if previous is not None else None
     release_memory()
     reference_s = time.perf_counter() - t_ref
     runner = WeightFeedRunner(loaded, [c.key for c in cands])
@@ -383,9 +433,9 @@ def encode_model(
         per_sample = sum(int(a.size) for a in feeds[0].values())
         sensitivity_samples = int(SENSITIVITY_INPUT_ELEMENTS // max(per_sample, 1))
     sens_feeds = feeds[: max(1, min(sensitivity_samples, len(feeds)))]
-    base_out = None
-    if previous is not None:
-        base_out = runner.run({c.key: c.base() for c in cands if c.is_delta}, feeds)
+    # a delta's error is relative to the update's own effect (the previous model's outputs), when the
+    # previous model's outputs are comparable with the new one's; else to the new model's outputs
+    base_out = final_base
     reference = Reference.of(runner.output_names, ref_out, base_out)
     sens_ref = Reference.of(runner.output_names, ref_out[: len(sens_feeds)],
                             None if base_out is None else base_out[: len(sens_feeds)])
@@ -439,9 +489,10 @@ def encode_model(
             raw_parts.append(blob)
             offset += len(blob)
         else:
-            entries.append(Entry(i, mode))
+            entries.append(Entry(i, mode, base=bases.get(i, -1)))
     container = Container(loaded.sha256, previous.sha256 if previous is not None else None, keys_digest(keys),
-                          len(refs), tuple(entries), nnc_stream, b"".join(raw_parts))
+                          len(refs), tuple(entries), nnc_stream, b"".join(raw_parts),
+                          *((plan_u.patch, plan_u.graph_sha256, plan_u.removed) if plan_u is not None else ()))
     blob = pack(container)
     nnc_len = len(nnc_stream)
     container = raw_parts = nnc_stream = None  # noqa: F841 (the container holds the only copy)
@@ -469,14 +520,15 @@ def encode_model(
             original_bytes=tensor_nbytes(ref.tensor), qp=qp,
             step=_nncore.step_for_qp(qp) if qp is not None else None,
             coded_bytes=coded_bytes.get(ref.key) if mode in ("nnc", "delta") else (len(raw_blobs[i]) if mode == "raw" else None),
-            reason=reasons[i]))
+            reason=reasons[i], base_key=prev_list[bases[i]].key if i in bases else None,
+            matched_by=plan_u.pairs[i][2] if plan_u is not None and plan_u.pairs[i] is not None else None))
     qps = [c.qp for c in choices if c.qp is not None]
     qp_summary = QpSummary(min(qps), float(statistics.median(qps)), max(qps), len(set(qps))) if qps else QpSummary(None, None, None, 0)
     original_bytes = sum(tensor_nbytes(r.tensor) for r in refs)
     hdr = header_size(blob)
     raw_section = len(blob) - hdr - nnc_len
 
-    return NncResult(
+    result = NncResult(
         original_bytes=original_bytes, coded_float_bytes=coded_float_bytes, compressed_bytes=len(blob),
         nnc_bytes=nnc_len, raw_section_bytes=raw_section, header_bytes=hdr,
         ratio=len(blob) / original_bytes if original_bytes else 1.0,
@@ -486,7 +538,129 @@ def encode_model(
         sensitivity_runs=search_stats[2], encode_s=encode_s, search_s=search_s,
         entropy_coding_s=entropy_s, decode_s=decode_s, delta=previous is not None,
         base_sha256=previous.sha256 if previous is not None else None, model_sha256=loaded.sha256,
-        baselines=base, bitstream=blob)
+        baselines=base, bitstream=blob,
+        update=plan_u.summary(section_sizes(blob)["graph"], whole_model=False) if plan_u is not None else None)
+    if plan_u is not None and whole is not None and whole.bound == bound and result.compressed_bytes > whole.compressed_bytes:
+        # an update never costs more than the whole model: send the whole-model coding instead
+        alt = _whole_as_update(loaded, previous, plan_u, whole, {}, LARGER_THAN_WHOLE)
+        if alt.compressed_bytes < result.compressed_bytes:
+            return alt
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Updates across graphs
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """How the new model's stored tensors relate to the previous model's, and the graph patch."""
+
+    pairs: tuple
+    """Per new tensor (stored-tensor order): ``(previous index, "frozen" | "fine-tuned", matched_by)`` or None (new)."""
+    removed: tuple[str, ...]
+    patch: bytes | None
+    """The graph patch (:mod:`eeki_label.transfer.graphdiff`); None when the skeletons are identical."""
+    graph_sha256: str | None
+
+    @property
+    def in_common(self) -> int:
+        return sum(1 for p in self.pairs if p is not None)
+
+    def summary(self, graph_section_bytes: int, whole_model: bool, whole_reason: str | None = None) -> UpdateSummary:
+        how: dict[str, int] = {}
+        for p in self.pairs:
+            if p is not None:
+                how[p[2]] = how.get(p[2], 0) + 1
+        return UpdateSummary(self.patch is not None, graph_section_bytes, whole_model, self.removed, how,
+                             whole_reason)
+
+
+def plan_update(loaded: LoadedModel, previous: LoadedModel) -> UpdatePlan:
+    """Pair ``loaded``'s stored tensors with ``previous``'s as the recycling stage does
+    (:func:`eeki_label.recycle.match_tensors`), and make the patch from the previous graph to the new
+    one (checked: applying it rebuilds the new skeleton bit-exactly)."""
+    from eeki_label.recycle import FROZEN, NEW, match_tensors
+    from eeki_label.transfer import graphdiff
+
+    match = match_tensors(loaded, previous)
+    prev_index = {r.key: j for j, r in enumerate(iter_stored_tensors(previous.proto))}
+    # a tensor whose values the previous model holds somewhere (e.g. a name now used by another layer
+    # of the same shape) is sent as a copy of those values, whatever the pairing says
+    by_digest = {b.digest: b for b in [*(s.base for s in match.statuses if s.base is not None), *match.removed]}
+    pairs = []
+    for s in match.statuses:
+        if s.status == FROZEN:
+            pairs.append((prev_index[s.base.key], "frozen", s.matched_by))
+        elif s.tensor.digest in by_digest:
+            pairs.append((prev_index[by_digest[s.tensor.digest].key], "frozen", "content"))
+        elif s.status == NEW:
+            pairs.append(None)
+        else:
+            pairs.append((prev_index[s.base.key], "fine-tuned", s.matched_by))
+    pairs = tuple(pairs)
+    old, new = graphdiff.skeleton(previous), graphdiff.skeleton(loaded)
+    new_sha = graphdiff.digest(new)
+    patch = sha = None
+    if graphdiff.digest(old) != new_sha:
+        patch = graphdiff.make_patch(old, new)
+        if graphdiff.digest(graphdiff.apply_patch(old, patch)) != new_sha:
+            raise TransferError("the graph patch does not rebuild the new graph (internal check)")
+        sha = new_sha
+    return UpdatePlan(pairs, tuple(b.key for b in match.removed), patch, sha)
+
+
+NOTHING_IN_COMMON = "no tensor of the new model is found in the previous one"
+LARGER_THAN_WHOLE = "the coded difference came out larger than the whole model coded"
+
+
+def _whole_as_update(loaded: LoadedModel, previous: LoadedModel, plan: UpdatePlan, whole: "NncResult | None",
+                     encode_args: dict, reason: str = NOTHING_IN_COMMON) -> NncResult:
+    """The update when the new model shares nothing with ``previous``: the full-model coding (``whole``
+    when it is of this model, else coded now) in a delta container that also carries the new graph
+    (sent whole, as a patch that replaces everything) and names the previous model."""
+    import tempfile
+
+    if whole is None or whole.delta or whole.model_sha256 != loaded.sha256 or whole.bound != encode_args.get("bound", whole.bound):
+        whole = encode_model(loaded, **encode_args)
+    t0 = time.perf_counter()
+    c = unpack(whole.bitstream)
+    patch = plan.patch
+    sha = plan.graph_sha256
+    if patch is None:  # identical skeletons but no tensor in common: the receiver still needs no graph
+        sha = None
+    blob = pack(Container(loaded.sha256, previous.sha256, c.keys_sha256, c.tensor_count, c.entries, c.nnc, c.raw,
+                          patch, sha, plan.removed))
+    encode_s = whole.encode_s + (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(prefix="eeki-nnc-") as d:  # it must decode against the previous model
+        t_dec = time.perf_counter()
+        write_reconstruction(blob, previous, Path(d), encode_args.get("workers"))
+        decode_s = time.perf_counter() - t_dec
+    hdr = header_size(blob)
+    sizes = section_sizes(blob)
+    return replace(whole, compressed_bytes=len(blob), header_bytes=hdr, raw_section_bytes=sizes["raw"],
+                   ratio=len(blob) / whole.original_bytes if whole.original_bytes else 1.0, encode_s=encode_s,
+                   decode_s=decode_s, delta=True, base_sha256=previous.sha256, baselines=None, bitstream=blob,
+                   update=plan.summary(sizes["graph"], whole_model=True, whole_reason=reason))
+
+
+def _comparable_outputs(previous: LoadedModel, feeds, new_outputs: tuple[list[str], list]) -> "list | None":
+    """The previous model's outputs on ``feeds`` when they can stand for "before the update" (same
+    output names, shapes and types as the new model's); None when they cannot (other inputs or
+    outputs, e.g. a replaced head with another number of classes)."""
+    from eeki_label.errors import EekiError
+
+    names, new = new_outputs
+    try:
+        prev_names, out = run_model(str(previous.path), feeds, f"the previous model {previous.name}")
+    except EekiError:
+        return None
+    if prev_names != names:
+        return None
+    for a_row, b_row in zip(out, new):
+        if any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(a_row, b_row)):
+            return None
+    return out
 
 
 def release_memory() -> None:
@@ -510,6 +684,10 @@ def release_memory() -> None:
 
 
 _TRIM = None
+
+
+def _norm(a: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(np.square(a, dtype=np.float64))))
 
 
 def _reader(loaded: LoadedModel, tensor: TensorProto) -> Callable[[], np.ndarray]:
@@ -630,8 +808,12 @@ class _ExternalStore(_InlineStore):
 
 
 def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, store: _InlineStore) -> ModelProto:
-    """The reconstructed model: a copy of ``loaded``'s graph whose tensors ``store`` fills in, one at
-    a time (decoded NNC tensors, raw tensors, then every tensor still on ``loaded``'s storage)."""
+    """The reconstructed model: a copy of ``loaded``'s graph (or, for an update that carries a graph
+    section, the new graph rebuilt from ``loaded``'s) whose tensors ``store`` fills in, one at a time
+    (decoded NNC tensors, raw tensors, unchanged tensors of the previous model, then every tensor
+    still on ``loaded``'s storage)."""
+    from eeki_label.transfer import graphdiff
+
     c = unpack(bytes(bitstream))
     if c.base_sha256 is not None:
         if loaded.sha256 != c.base_sha256:
@@ -642,17 +824,33 @@ def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, sto
         raise TransferError(
             f"this bitstream belongs to the model with sha256 {c.model_sha256[:16]}..., but {loaded.name} "
             f"has sha256 {loaded.sha256[:16]}...: pass the model it was encoded from")
-    model = ModelProto()
-    model.CopyFrom(loaded.proto)  # payloads stay where the loader keeps them until replaced
+    base_refs = list(iter_stored_tensors(loaded.proto))  # the previous model's own tensors (read only)
+    if c.graph is not None:
+        if c.base_sha256 is None:
+            raise TransferError("NNC bitstream carries a graph section but names no previous model")
+        model = graphdiff.apply_patch(graphdiff.skeleton(loaded), c.graph)
+        if graphdiff.digest(model) != c.graph_sha256:
+            raise TransferError("NNC bitstream graph section does not rebuild the graph it declares")
+    else:
+        model = ModelProto()
+        model.CopyFrom(loaded.proto)  # payloads stay where the loader keeps them until replaced
     refs = list(iter_stored_tensors(model))
     if len(refs) != c.tensor_count or keys_digest([r.key for r in refs]) != c.keys_sha256:
         raise TransferError("the model's stored tensors do not match the bitstream's (different graph)")
     workers = _nncore.default_workers() if workers is None else max(1, int(workers))
-    total = sum(int(np.prod(refs[e.index].tensor.dims)) for e in c.entries if e.mode in ("nnc", "delta")
-                if e.index < len(refs))
     for e in c.entries:
         if not 0 <= e.index < len(refs):
             raise TransferError("NNC bitstream names a tensor index outside the model")
+        if e.mode in ("same", "delta"):
+            if c.base_sha256 is None or not 0 <= e.base < len(base_refs):
+                raise TransferError("NNC bitstream names a previous-model tensor outside that model")
+            b, t = base_refs[e.base].tensor, refs[e.index].tensor
+            if b.data_type != t.data_type or list(b.dims) != list(t.dims):
+                raise TransferError(f"NNC bitstream pairs {refs[e.index].key} with a previous tensor of another "
+                                    "type or shape")
+    if c.graph is not None and len({e.index for e in c.entries}) != len(refs):
+        raise TransferError("NNC bitstream does not say how every tensor of the new graph is sent")
+    total = sum(int(np.prod(refs[e.index].tensor.dims)) for e in c.entries if e.mode in ("nnc", "delta"))
     coded = {f"t{e.index}": e for e in c.entries if e.mode in ("nnc", "delta")}
     # decoded tensors one at a time, each written and dropped before the next (see iter_decode)
     for name, arr in (_nncore.iter_decode(c.nnc, workers, total) if c.nnc else ()):
@@ -666,7 +864,7 @@ def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, sto
             raise TransferError(f"NNC tensor {name} has {arr.size} elements; {ref.key} needs {shape}")
         arr = arr.reshape(shape)
         if e.mode == "delta":
-            arr = tensor_array(loaded, t).astype(np.float32) + arr
+            arr = tensor_array(loaded, base_refs[e.base].tensor).astype(np.float32) + arr
         dtype = np.float16 if t.data_type == TensorProto.FLOAT16 else np.float32
         store.array(t, arr.astype(dtype, copy=False))
         del arr
@@ -674,8 +872,8 @@ def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, sto
         e = next(iter(coded.values()))
         raise TransferError(f"NNC bitstream lacks tensor t{e.index} ({refs[e.index].key})")
     for e in c.entries:
+        t = refs[e.index].tensor
         if e.mode == "raw":
-            t = refs[e.index].tensor
             if e.offset < 0 or e.offset + e.length > len(c.raw):
                 raise TransferError("NNC bitstream raw entry points outside the raw section")
             new = TensorProto()
@@ -685,6 +883,8 @@ def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, sto
                 raise TransferError(f"raw tensor for {refs[e.index].key} is corrupt") from err
             new.name = t.name
             store.proto(t, new)
+        elif e.mode == "same" and (c.graph is not None or e.base != e.index):
+            _copy_payload(store, t, loaded, base_refs[e.base].tensor)
     # what still lives on the loaded model's storage (unchanged tensors of a delta, tensors in other
     # attributes or function bodies): read it inline, so that the result is self-contained
     for t in iter_all_tensors(model):
@@ -694,6 +894,17 @@ def _reconstruct(bitstream: bytes, loaded: LoadedModel, workers: int | None, sto
     return model
 
 
+def _copy_payload(store: _InlineStore, t: TensorProto, loaded: LoadedModel, src: TensorProto) -> None:
+    """Give ``t`` the values of ``loaded``'s tensor ``src`` (same type and shape), bit-exactly."""
+    if src.data_location == TensorProto.EXTERNAL:
+        _InlineStore.stored_bytes(store, t, read_external_bytes(loaded, src))
+        return
+    new = TensorProto()
+    new.CopyFrom(src)
+    new.name = t.name
+    store.proto(t, new)
+
+
 def bitstream_info(bitstream: bytes) -> dict:
     """What a container says about itself (for ``decode`` messages and tests)."""
     c = unpack(bytes(bitstream))
@@ -701,7 +912,7 @@ def bitstream_info(bitstream: bytes) -> dict:
     for e in c.entries:
         counts[e.mode] = counts.get(e.mode, 0) + 1
     return {"model_sha256": c.model_sha256, "base_sha256": c.base_sha256, "tensor_count": c.tensor_count,
-            "nnc_bytes": len(c.nnc), "modes": counts,
+            "nnc_bytes": len(c.nnc), "modes": counts, "graph": c.graph is not None, "removed": list(c.removed),
             "nnc_sha256": hashlib.sha256(c.nnc).hexdigest()}
 
 

@@ -16,9 +16,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eeki_label.errors import TransferError, UsageError
+from eeki_label.errors import EekiError, InternalError, TransferError, UsageError
 from eeki_label.model_io import LoadedModel
-from eeki_label.models import TransferDeltaInfo, TransferFidelityInfo, TransferInfo, TransferScenarioInfo
+from eeki_label.models import (
+    TransferDeltaInfo, TransferDeltaTensorsInfo, TransferFailedInfo, TransferFailureInfo, TransferFidelityInfo,
+    TransferInfo, TransferScenarioInfo,
+)
 from eeki_label.transfer import scenarios as sc
 
 IMPLEMENTATION = "nncodec 2.1.3 (Fraunhofer HHI reference software), driven through nncodec.nnc_core"
@@ -44,20 +47,28 @@ class TransferOptions:
     """Key of ``network_kwh_per_gb`` in the data file to add network energy; None: devices only (as the study)."""
     time_limit_s: float | None = 600.0
     baselines: bool = False
-    required: bool = False
-    """True when the user asked for NNC artefacts (--bitstream, --previous...): a codec failure then
-    fails the run instead of leaving the label without a transfer section."""
 
 
 @dataclass(frozen=True)
 class TransferOutcome:
-    info: TransferInfo
-    bitstream: bytes
-    """The NNC container of the full model (``decode --model MODEL`` rebuilds it)."""
+    info: "TransferInfo | TransferFailedInfo"
+    """The label section; :class:`TransferFailedInfo` when NNC could not code the model."""
+    bitstream: bytes | None
+    """The NNC container of the full model (``decode --model MODEL`` rebuilds it); None when coding failed."""
     delta_bitstream: bytes | None
-    """With --previous: the container of the difference (``decode --model PREVIOUS`` rebuilds the model)."""
+    """With a previous version: the container of the update (``decode --previous PREVIOUS`` rebuilds the
+    model); None without one or when the delta could not be coded."""
     baselines: object = None
     """:class:`eeki_label.transfer.nnc.Baselines` when requested (raw, zstd-19, 8-bit + zstd, single QP)."""
+    delta: object = None
+    """The delta's :class:`eeki_label.transfer.nnc.NncResult` (per-tensor choices), when coded."""
+    errors: tuple = ()
+    """The codec errors the label records (whole model, then delta), for callers that must re-raise them."""
+
+    @property
+    def failure(self):
+        """The failure record (whole model or delta), or None."""
+        return getattr(self.info, "failure", None)
 
 
 #: Largest ``--calibration-data`` accepted: the file, and the arrays it declares once decompressed.
@@ -187,6 +198,9 @@ def _priced_fields(p: _Pricing, original_bytes: int, nnc: "sc.Payload", delta: "
 
 def reprice(info: TransferInfo, options: TransferOptions, rules_raw: dict) -> TransferInfo:
     """The same coded sizes, priced for other scenarios, links or grids (no re-encoding)."""
+    if getattr(info, "status", None) == "failed":
+        raise TransferError(f"the label's transfer section records a failed NNC coding ({info.failure.error}); "
+                            "there are no coded sizes to price")
     pricing = _pricing(rules_raw, options)
     enc_s, dec_s = pricing.params.device_codec_s(info.coded_float32_bytes, pricing.device)
     nnc = sc.Payload(info.compressed_bytes, enc_s, dec_s, "nnc")
@@ -198,25 +212,78 @@ def reprice(info: TransferInfo, options: TransferOptions, rules_raw: dict) -> Tr
     return info.model_copy(update={**fields, "device_encode_s": enc_s, "device_decode_s": dec_s})
 
 
+def failure_info(part: str, error: Exception) -> TransferFailureInfo:
+    """The label's record of a failed NNC coding (``part``: ``whole-model`` or ``delta``); an error
+    outside the tool's tree (a codec defect) is recorded with the internal-error exit code."""
+    exit_code = error.exit_code if isinstance(error, EekiError) else InternalError.exit_code
+    text = " ".join(str(error).split())[:500] or type(error).__name__
+    return TransferFailureInfo(part=part, error=text, error_type=type(error).__name__, exit_code=exit_code)
+
+
+def _delta_info(delta, full, previous: LoadedModel, reference: str, compressed_full: int) -> TransferDeltaInfo:
+    u = delta.update
+    counts = {m: sum(1 for c in delta.tensors if c.mode == m) for m in ("same", "delta", "nnc", "raw")}
+    return TransferDeltaInfo(
+        previous_sha256=previous.sha256, compressed_bytes=delta.compressed_bytes,
+        ratio_vs_full_nnc=delta.compressed_bytes / full.compressed_bytes, encode_s=delta.encode_s,
+        decode_s=delta.decode_s, coded_float32_bytes=delta.coded_float_bytes,
+        fidelity_meets_bound=delta.fidelity.meets, reference=reference,
+        ratio_vs_full_transfer=delta.compressed_bytes / compressed_full if compressed_full else None,
+        graph_changed=u.graph_changed if u else None, graph_section_bytes=u.graph_section_bytes if u else None,
+        whole_model=u.whole_model if u else None, whole_model_reason=u.whole_reason if u else None,
+        fidelity_relative_to=delta.fidelity.relative_to,
+        max_rel_error=delta.fidelity.max_rel_error,
+        tensors=TransferDeltaTensorsInfo(
+            **counts, removed=len(u.removed) if u else 0,
+            matched_by_name=u.matched_by.get("name", 0) if u else 0,
+            matched_by_content=u.matched_by.get("content", 0) if u else 0,
+            matched_by_structure=u.matched_by.get("structure", 0) if u else 0),
+    )
+
+
 def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_raw: dict, rules_fidelity: dict,
-                    options: TransferOptions, previous: LoadedModel | None = None) -> TransferOutcome:
-    """Encode ``loaded`` with NNC under the rule set's fidelity bound and price the scenarios."""
+                    options: TransferOptions, previous: LoadedModel | None = None,
+                    reference: str = "previous") -> TransferOutcome:
+    """Encode ``loaded`` with NNC under the rule set's fidelity bound and price the scenarios; with
+    ``previous`` (the ``--previous`` version, or the declared base: ``reference``) code the update too.
+
+    A codec failure never costs the label: a model NNC cannot code gives a
+    :class:`~eeki_label.models.TransferFailedInfo` section (what failed and why), a delta that cannot
+    be coded a complete section with ``delta`` null, ``status`` ``delta-failed`` and the reason. Only
+    bad options (usage errors) and a damaged rule set raise."""
     from eeki_label.transfer.nnc import encode_model
 
     calibration = load_calibration(options.calibration_data) if options.calibration_data else None
     bound = fidelity_bound(rules_fidelity)
     pricing = _pricing(rules_raw, options)  # bad --network/--country fail before the slow encode
-    full = encode_model(loaded, shapes, bound, calibration, None, options.time_limit_s, baselines=options.baselines)
-    delta = None
-    if previous is not None:
-        delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s)
-
     original_bytes = loaded.file_bytes + loaded.external_bytes
+    try:
+        full = encode_model(loaded, shapes, bound, calibration, None, options.time_limit_s,
+                            baselines=options.baselines)
+    except UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the codec does, the label stands (the error is recorded)
+        notes = ["NNC could not code this model: no transfer figures; the rest of the label stands"]
+        if previous is not None:
+            notes.append("the delta was not attempted (it is priced against the full-model coding)")
+        return TransferOutcome(TransferFailedInfo(implementation=IMPLEMENTATION, original_bytes=original_bytes,
+                                                  failure=failure_info("whole-model", e), notes=notes),
+                               None, None, errors=(e,))
     graph_bytes = max(0, original_bytes - stored_bytes)
+    compressed = full.compressed_bytes + graph_bytes
+    delta = delta_failure = delta_error = None
+    if previous is not None:
+        try:
+            delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s, whole=full)
+        except UsageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as above: the full-model figures stand
+            delta_failure, delta_error = failure_info("delta", e), e
+
     # Codec energy is priced from the study's device measurement per coded float32 byte (reproducible,
     # and it describes the transfer device); this host's measured seconds are reported beside it.
     enc_s, dec_s = pricing.params.device_codec_s(full.coded_float_bytes, pricing.device)
-    nnc_payload = sc.Payload(full.compressed_bytes + graph_bytes, enc_s, dec_s, "nnc")
+    nnc_payload = sc.Payload(compressed, enc_s, dec_s, "nnc")
     delta_payload = None
     if delta is not None:
         d_enc_s, d_dec_s = pricing.params.device_codec_s(delta.coded_float_bytes, pricing.device)
@@ -233,9 +300,18 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
     if not full.fidelity.meets:
         notes.append("the reconstructed model does not meet the fidelity bound on the calibration inputs")
     if delta is not None:
-        notes.append("delta coding: every receiver must hold the previous version intact, or errors accumulate")
+        notes.append("delta coding: every receiver must hold the previous version intact (its sha256 is checked "
+                     "when decoding)")
+        if delta.update is not None and delta.update.whole_model:
+            notes.append(f"{delta.update.whole_reason}: the delta is the whole model coded (plus the graph "
+                         "patch), no smaller than a full transfer")
+        if delta.fidelity.relative_to == "reference outputs":
+            notes.append("delta fidelity is measured against the new model's outputs (the previous model's outputs "
+                         "are not comparable or it has nothing in common), not against the update's own effect")
+    if delta_failure is not None:
+        notes.append(f"the delta against the {reference} model could not be coded ({delta_failure.error_type}); "
+                     "the scenarios price every transfer as a full NNC transfer")
     f = full.fidelity
-    compressed = full.compressed_bytes + graph_bytes
     info = TransferInfo(
         implementation=IMPLEMENTATION, original_bytes=original_bytes, compressed_bytes=compressed,
         ratio=compressed / original_bytes, bitstream_bytes=full.compressed_bytes, graph_bytes=graph_bytes,
@@ -247,14 +323,27 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
             calibration=full.calibration, samples=f.samples),
         encode_s=full.encode_s, decode_s=full.decode_s, coded_float32_bytes=full.coded_float_bytes,
         device_encode_s=enc_s, device_decode_s=dec_s,
-        delta=TransferDeltaInfo(previous_sha256=previous.sha256, compressed_bytes=delta.compressed_bytes,
-                                ratio_vs_full_nnc=delta.compressed_bytes / full.compressed_bytes,
-                                encode_s=delta.encode_s, decode_s=delta.decode_s,
-                                coded_float32_bytes=delta.coded_float_bytes,
-                                fidelity_meets_bound=delta.fidelity.meets) if delta is not None else None,
+        delta=_delta_info(delta, full, previous, reference, compressed) if delta is not None else None,
+        status="delta-failed" if delta_failure is not None else "complete", failure=delta_failure,
         notes=notes, **_priced_fields(pricing, original_bytes, nnc_payload, delta_payload),
     )
-    return TransferOutcome(info, full.bitstream, delta.bitstream if delta is not None else None, full.baselines)
+    return TransferOutcome(info, full.bitstream, delta.bitstream if delta is not None else None, full.baselines,
+                           delta, errors=(delta_error,) if delta_error is not None else ())
+
+
+def delta_update_bytes(outcome: TransferOutcome) -> tuple[int | None, str | None]:
+    """The update size the recycling section reports when its base is the delta's reference: the
+    delta container's bytes, or (None, why not)."""
+    info = outcome.info
+    if isinstance(info, TransferFailedInfo):
+        return None, (f"the NNC stage failed ({info.failure.error_type}: {info.failure.error}); raw bytes of the "
+                      "changed tensors")
+    if info.delta is not None:
+        return info.delta.compressed_bytes, None
+    if info.failure is not None:
+        return None, (f"NNC delta coding failed ({info.failure.error_type}: {info.failure.error}); raw bytes of "
+                      "the changed tensors")
+    return None, "no delta was coded; raw bytes of the changed tensors"
 
 
 def transfer_for_model(path, input_shapes: dict, rules, options: TransferOptions):
@@ -272,4 +361,6 @@ def transfer_for_model(path, input_shapes: dict, rules, options: TransferOptions
     trial_run(loaded, shapes, time_limit_s=options.time_limit_s, what="the trial run before NNC coding")
     stored = sum(tensor_nbytes(ref.tensor) for ref in iter_stored_tensors(loaded.proto))
     outcome = assess_transfer(loaded, shapes, stored, rules.raw, rules.fidelity, options, previous)
+    if isinstance(outcome.info, TransferFailedInfo):  # this command's only product is the transfer section
+        raise outcome.errors[0]
     return outcome.info, outcome.baselines

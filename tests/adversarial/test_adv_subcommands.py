@@ -312,8 +312,9 @@ def _container(coded, header=None, raw=None, payload=None):
     if header is None:
         fields = {"model_sha256": c.model_sha256, "base_sha256": c.base_sha256, "keys_sha256": c.keys_sha256,
                   "tensor_count": c.tensor_count, "payload_sha256": hashlib.sha256(nnc + raw_z).hexdigest(),
-                  "nnc_bytes": len(nnc), "raw_bytes": len(raw_z),
-                  "tensors": [[e.index, e.mode, e.offset, e.length] for e in c.entries]}
+                  "nnc_bytes": len(nnc), "raw_bytes": len(raw_z), "graph_bytes": 0, "graph_inflated_bytes": 0,
+                  "graph_sha256": None, "removed": [],
+                  "tensors": [[e.index, e.mode, e.offset, e.length, e.base] for e in c.entries]}
         header = zlib.compress(json.dumps(fields).encode(), 9)
     return C._FIXED.pack(C.MAGIC, C.CONTAINER_VERSION, len(header)) + header + nnc + raw_z
 

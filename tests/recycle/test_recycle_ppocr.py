@@ -97,12 +97,15 @@ def test_update_against_the_base_uses_the_nnc_seam(cls_model, tmp_path, capsys):
     code, out, err = run(["assess", tuned, "--base", cls_model, "--input-shape", "x=1x3x48x192", "--runs", "0",
                           "-d", "edge-gpu-batch1", "--json", "-"], capsys)
     assert code == 0, err
-    u = json.loads(out)["recycling"]["update"]
+    doc = json.loads(out)
+    lab = doc["labels"][0] if "labels" in doc else doc
+    u = lab["recycling"]["update"]
     assert u["raw_bytes"] == raw_bytes  # block + re-initialised 2-class head (same shape: fine-tuned)
-    if u["codec"] == "nnc":
-        assert 0 < u["coded_bytes"] < u["raw_bytes"] and u["note"] is None
-    else:  # the codec could not code this update: raw bytes, and the reason
-        assert u["coded_bytes"] is None and u["note"]
+    # one update figure: the transfer stage's delta against the declared base
+    d = lab["transfer"]["delta"]
+    assert d["reference"] == "base" and d["previous_sha256"] == base.sha256
+    assert u["codec"] == "nnc" and u["coded_bytes"] == d["compressed_bytes"] and u["note"] is None
+    assert 0 < u["coded_bytes"] < u["raw_bytes"]
 
 
 @pytest.mark.parametrize("make, code, text", [
