@@ -73,3 +73,18 @@ def tiny_cnn(with_constant: bool = False, batch: "int | str" = "N", seed: int = 
         initializer=inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="eeki-tests")
+
+
+def classifier(classes: int, hw: "tuple | None" = None) -> onnx.ModelProto:
+    """Conv -> GlobalAveragePool -> Flatten -> MatMul to ``classes`` scores; image input (N,3,H,W)."""
+    rng = np.random.default_rng(0)
+    h, w = hw or ("H", "W")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, h, w])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((16, classes)).astype(np.float32), "fc")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    return helper.make_model(helper.make_graph(nodes, "cls", [x], [y], inits),
+                             opset_imports=[helper.make_opsetid("", 17)])

@@ -5,7 +5,7 @@ import json
 import jsonschema
 import pytest
 
-from support import ROOT, save, tiny_cnn
+from support import ROOT, classifier, save, tiny_cnn
 from eeki_label.cli import main
 
 CONTRACT = [
@@ -44,8 +44,10 @@ def test_shared_cls_model_gives_a_valid_label(cls_model, tmp_path, capsys):
             node = node[key]
     assert doc["model"]["parameters"] == 133_777  # ../shared/models/README.md
     assert doc["model"]["sha256"] == SHARED_README_SHA["ppocr_mobile_v2_cls.onnx"]
-    assert doc["label"]["class"] in list("ABCDEFG")
-    assert doc["inference"]["method"] == "estimated"
+    # a two-class text-direction classifier: recognised, not graded against ImageNet (catalogue 2.0.0)
+    assert doc["task"]["id"] == "binary-image-classification" and doc["task"]["declared"] is False
+    assert doc["label"]["class"] is None and "no references" in doc["label"]["reason"]
+    assert doc["inference"]["method"] == "estimated" and doc["inference"]["energy_j"] > 0
     assert doc["device_class"]["id"] == "edge-gpu-batch1"
     assert doc["runtime"]["runs"] == 5
     assert "edge-gpu-batch1" in out  # human summary on stdout
@@ -61,7 +63,7 @@ def test_det_model_parameters_match_shared_readme(det_model, capsys):
 
 
 def test_all_device_classes_give_a_label_set(tmp_path, capsys):
-    model = save(tiny_cnn(), tmp_path / "tiny.onnx")
+    model = save(classifier(1000), tmp_path / "imagenet_like.onnx")
     code, out, err = run(["assess", model, "--runs", "1", "--json", "-"], capsys)
     assert code == 0, err
     doc = json.loads(out)
@@ -88,7 +90,7 @@ def test_same_model_same_options_same_json(tmp_path, capsys):
 
 
 def test_declared_quality_changes_the_reference(tmp_path, capsys):
-    model = save(tiny_cnn(), tmp_path / "tiny.onnx")
+    model = save(classifier(1000), tmp_path / "imagenet_like.onnx")
     code, out, _ = run(["assess", model, "--runs", "0", "--json", "-", "-d", "edge-gpu-batch1",
                         "--task", "image-classification", "--accuracy", "76"], capsys)
     assert code == 0
@@ -99,9 +101,12 @@ def test_declared_quality_changes_the_reference(tmp_path, capsys):
 
 def test_gate_fails_with_its_own_exit_code(tmp_path, capsys):
     """VGG16-like arithmetic on a tiny input still loses against MobileNet-class references."""
-    model = save(tiny_cnn(), tmp_path / "tiny.onnx")
+    model = save(classifier(1000), tmp_path / "imagenet_like.onnx")
     code, _, _ = run(["assess", model, "--runs", "0", "-d", "edge-gpu-batch1", "--fail-below", "G", "-q"], capsys)
     assert code == 0
+    tiny = save(tiny_cnn(), tmp_path / "tiny.onnx")  # no task recognised: not gradable, fails any gate
+    code, _, err = run(["assess", tiny, "--runs", "0", "-d", "edge-gpu-batch1", "--fail-below", "G", "-q"], capsys)
+    assert code == 3 and err.count("\n") == 1
     vgg = ROOT / "tests" / "data" / "arch" / "vgg16.onnx"
     code, _, err = run(["assess", vgg, "--runs", "0", "-d", "edge-gpu-batch1", "--fail-below", "C", "-q"], capsys)
     assert code == 3
@@ -123,7 +128,8 @@ def test_microcontroller_too_small_for_resnet_sized_weights(tmp_path, capsys):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])], initializer=[w])
     model = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "big.onnx")
-    code, out, err = run(["assess", model, "--runs", "0", "-d", "microcontroller", "--json", "-"], capsys)
+    code, out, err = run(["assess", model, "--runs", "0", "-d", "microcontroller", "--json", "-",
+                          "--task", "image-classification"], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["inference"]["fits"] is False and doc["inference"]["energy_j"] is None

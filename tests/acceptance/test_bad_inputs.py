@@ -150,7 +150,7 @@ CASES = [
     (case_checker_failure, [], 13, "ONNX checker"),
     (lambda p: save(tiny_cnn(), p / "ok.onnx"), ["--input-shape", "x=1x3"], 16, "rank 2 given"),
     (lambda p: save(tiny_cnn(), p / "ok.onnx"), ["--input-shape", "nonsense"], 2, "expected NAME="),
-    (lambda p: save(tiny_cnn(), p / "ok.onnx"), ["--task", "juggling"], 20, "unknown task 'juggling'"),
+    (lambda p: save(tiny_cnn(), p / "ok.onnx"), ["--task", "Juggling!"], 2, "--task 'Juggling!': a task id is"),
     (lambda p: save(tiny_cnn(), p / "ok.onnx"), ["-d", "toaster"], 20, "unknown device class 'toaster'"),
     (lambda p: save(tiny_cnn(), p / "ok.onnx"), ["--rules", "9.9.9"], 20, "unknown rules version"),
     (lambda p: save(tiny_cnn(), p / "ok.onnx"), ["--fail-below", "Z"], 2, "unknown class 'Z'"),

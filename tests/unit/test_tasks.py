@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from support import ARCH, save, shared_model, tiny_cnn
+from support import ARCH, classifier, save, shared_model, tiny_cnn
 from eeki_label.catalogue import load_catalogue
 from eeki_label.cli import main
 from eeki_label.errors import UsageError
@@ -25,21 +25,6 @@ def run(args, capsys):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def classifier(classes: int, hw: "tuple | None" = None) -> onnx.ModelProto:
-    """Conv -> GlobalAveragePool -> Flatten -> MatMul to ``classes`` scores; image input (N,3,H,W)."""
-    rng = np.random.default_rng(0)
-    h, w = hw or ("H", "W")
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, h, w])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])
-    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal((16, classes)).astype(np.float32), "fc")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("MatMul", ["f", "fc"], ["y"])]
-    return helper.make_model(helper.make_graph(nodes, "cls", [x], [y], inits),
-                             opset_imports=[helper.make_opsetid("", 17)])
 
 
 def vad_like() -> onnx.ModelProto:
