@@ -106,6 +106,9 @@ def assess(
     seed: int = typer.Option(0, help="Seed of the generated inputs."),
     rules: Optional[str] = typer.Option(None, help="Rule set version (default: newest installed)."),
     catalogue: Optional[str] = typer.Option(None, help="Reference catalogue version (default: newest installed)."),
+    device_data: Optional[str] = typer.Option(
+        None, "--device-data", help="Device data: a shipped version (e.g. 1.0.0; default: newest) or a JSON file of "
+                                    "one's own (eeki-label calibrate); the label names the file and its sha256."),
     max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, help="Largest model file accepted, bytes."),
     max_tensor_bytes: int = typer.Option(DEFAULT_MAX_TENSOR_BYTES, min=1, help="Largest total declared tensor size accepted, bytes."),
     max_nodes: int = typer.Option(
@@ -182,7 +185,7 @@ def assess(
     options = AssessOptions(
         device_classes=tuple(device_class), task=task, accuracy=accuracy,
         input_shapes=parse_shape_options(input_shape), runs=runs, threads=threads, seed=seed,
-        rules_version=rules, catalogue_version=catalogue,
+        rules_version=rules, catalogue_version=catalogue, device_data=device_data,
         limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes, max_nodes=max_nodes,
                           max_activation_bytes=max_activation_bytes),
         runtime_time_limit_s=time_limit, issued_at=issued_at, issuer=issuer,
@@ -486,13 +489,16 @@ def _check_iso(text: str) -> None:
 @app.command()
 @_guarded
 def devices(
-    calibration: bool = typer.Option(False, "--calibration", help="Print the calibration table (Markdown)."),
+    calibration: bool = typer.Option(False, "--calibration", help="Print the calibration table (Markdown): every "
+                                     "workload's measured, predicted and held-out energy, median and worst error."),
+    device_data: Optional[str] = typer.Option(
+        None, "--device-data", help="Device data version (default: newest) or a file of one's own."),
 ) -> None:
     """List the device classes and their calibration."""
     from eeki_label.pipeline import load_context
     from eeki_label.render.text import calibration_table, devices_table
 
-    ctx = load_context()
+    ctx = load_context(device_data=device_data)
     typer.echo(calibration_table(ctx) if calibration else devices_table(ctx))
 
 
