@@ -115,8 +115,9 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
     classes = ctx.devices.select(others) if others else ()
     # host: check the meter (or read the record) before the expensive stages
     host_plan = prepare_host(options.host or HostOptions()) if HOST_CLASS_ID in requested else None
+    training_devices = ctx.devices.with_shipped_fallback(ctx.catalogue)
     if options.recycling.training_device_class:
-        ctx.devices.get(options.recycling.training_device_class)  # unknown class: fail early
+        training_devices.get(options.recycling.training_device_class)  # unknown class: fail early
 
     step("load", 0, 1)
     loaded = load_model(path, options.limits)
@@ -132,7 +133,7 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     step("recycling", 0, 1)
     recycling = recycling_info(assess_recycling(
-        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices, options.recycling,
+        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, training_devices, options.recycling,
         activation_peak_elements=static.activation_peak_elements, subgraph_runs=dict(static.subgraph_runs), typed=typed,
     ), static.weight_bytes)
     runtime = None

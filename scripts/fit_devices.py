@@ -23,23 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eeki_label.energy.devices import DeviceClass, load_devices  # noqa: E402
-
-
-def result_block(dc: DeviceClass) -> dict:
-    h = dc.held_out
-    return {
-        "k_j_per_effective_mac": float(f"{dc.j_per_effective_mac:.6e}"),
-        "bytes_weight": round(dc.bytes_weight, 6),
-        "bytes_weight_at_bound": dc.bytes_weight_at_bound,
-        "workloads": len(dc.workloads),
-        "held_out": [
-            {"workload": r.name, "measured_j": float(f"{r.measured_j:.6g}"), "predicted_j": float(f"{r.predicted_j:.6g}"),
-             "error_rel": round(r.error_rel, 4)} for r in h.rows
-        ],
-        "held_out_median_abs_error": round(h.median_abs_error, 4) if h.rows else None,
-        "held_out_worst_ratio": round(h.worst_ratio, 4) if h.rows else None,
-    }
+from eeki_label.energy.calibrate import fit_result_block  # noqa: E402
+from eeki_label.energy.devices import load_devices  # noqa: E402
 
 
 def refit(path: Path) -> tuple[str, str]:
@@ -48,7 +33,7 @@ def refit(path: Path) -> tuple[str, str]:
     doc = json.loads(text)
     reg = load_devices(None, str(path))
     for entry in doc["classes"]:
-        entry["fit"]["result"] = result_block(reg.get(entry["id"]))
+        entry["fit"]["result"] = fit_result_block(reg.get(entry["id"]))
     return text, json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -16,6 +16,7 @@ it runs at, and whole-system measurements of known networks on that system (BRIE
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -111,6 +112,16 @@ class DeviceRegistry:
         raise CatalogueError(
             f"unknown device class {class_id!r}; known: {', '.join(c.id for c in self.classes)} (or 'all')"
         )
+
+    def with_shipped_fallback(self, catalogue: Catalogue | None) -> "DeviceRegistry":
+        """This registry, and for an own file (``--device-data FILE``) also the newest shipped classes it
+        lacks: the recycling section's training energy is priced on a datacenter class that an own file
+        for one machine does not have. Inference labels use only the file's own classes."""
+        if self.shipped:
+            return self
+        newest = load_devices(catalogue)
+        own = {c.id for c in self.classes}
+        return dataclasses.replace(self, classes=self.classes + tuple(c for c in newest.classes if c.id not in own))
 
     def select(self, ids: "list[str] | tuple[str, ...]") -> tuple[DeviceClass, ...]:
         if not ids or "all" in ids:
