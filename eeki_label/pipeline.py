@@ -252,6 +252,8 @@ def build_label(
     letter = grade(index, ctx.rules.thresholds) if index is not None else None
     reason = None if gradable else (energy.fit_reason or sel.description)
     uncertainty = estimate_uncertainty(ctx, dc, energy, index)
+    if uncertainty.grade_fields.get("boundary_uncertain"):
+        notes.append(f"boundary uncertain: {uncertainty.grade_fields['boundary_rule']}")
 
     return Label(
         label=LabelGrade(**{"class": letter}, index=index, thresholds=ctx.rules.threshold_map(), gradable=gradable,
