@@ -147,3 +147,33 @@ def test_own_file_is_named_by_its_file_name_and_sha256(tmp_path):
     bad.write_text('{"version": "x", "classes": [{"id": "c"}]}')
     with pytest.raises(CatalogueError, match="damaged"):
         load_devices(None, str(bad))
+
+
+def test_estimated_labels_carry_the_held_out_interval(tmp_path):
+    from support import save, tiny_cnn
+    from eeki_label.pipeline import AssessOptions, assess
+
+    path = save(tiny_cnn(batch=1), tmp_path / "tiny.onnx")
+    opts = dict(device_classes=("edge-gpu-batched", "single-board-cpu"), runs=0, task="image-classification",
+                issued_at="2026-01-01T00:00:00+00:00")
+    from eeki_label.transfer.stage import TransferOptions
+
+    labs = assess(path, AssessOptions(**opts, transfer=TransferOptions(enabled=False))).labels
+    again = assess(path, AssessOptions(**opts, transfer=TransferOptions(enabled=False))).labels
+    for lab, lab2 in zip(labs, again):
+        assert lab.label.class_ == lab2.label.class_ and lab.label.index == lab2.label.index  # deterministic
+        dc = REG.get(lab.device_class.id)
+        f = dc.held_out.worst_ratio if dc.held_out.rows else 3.0  # rules 2.0.0: unvalidated_factor
+        e = lab.inference.energy_j
+        assert lab.inference.energy_j_ci95 == pytest.approx((e / f, e * f), rel=1e-9)
+        i = lab.label.index
+        assert lab.label.index_ci95 == pytest.approx((i / f, i * f), rel=1e-9)
+        assert isinstance(lab.label.boundary_uncertain, bool)
+        assert lab.label.boundary_uncertain == (len(lab.label.classes_in_interval) > 1)
+        assert lab.device_data.file == "device-classes-2.0.0.json" and lab.device_data.sha256 == REG.sha256
+    old = assess(path, AssessOptions(**opts, device_data="1.0.0", rules_version="1.0.0",
+                                     transfer=TransferOptions(enabled=False))).labels
+    for lab in old:  # device data 1.0.0 states no held-out error: no interval, as before
+        assert lab.inference.energy_j_ci95 is None and lab.label.boundary_uncertain is None
+        assert lab.device_data.version == "1.0.0" and lab.device_data.file == "device-classes-1.0.0.json"
+        assert lab.inference.estimator == "roofline-additive-v1"
