@@ -177,3 +177,18 @@ def test_estimated_labels_carry_the_held_out_interval(tmp_path):
         assert lab.inference.energy_j_ci95 is None and lab.label.boundary_uncertain is None
         assert lab.device_data.version == "1.0.0" and lab.device_data.file == "device-classes-1.0.0.json"
         assert lab.inference.estimator == "roofline-additive-v1"
+
+
+def test_verify_accepts_labels_made_with_device_data_1_0_0():
+    from eeki_label.errors import DataMismatchError
+    from eeki_label.models import DeviceDataInfo
+    from eeki_label.verify import _check_device_data
+
+    v1_sha = "0f6f06bb000303463b99bc4de0d4c7b405e6982b103d1353f82e8acb310ba44f"
+    # a label of v0.2.0 names no file (the data was data/energy/device_classes.json)
+    assert _check_device_data(DeviceDataInfo(version="1.0.0", sha256=v1_sha)) == "device data 1.0.0"
+    assert _check_device_data(DeviceDataInfo(version="2.0.0", sha256=REG.sha256, file="device-classes-2.0.0.json"))
+    with pytest.raises(DataMismatchError):
+        _check_device_data(DeviceDataInfo(version="1.0.0", sha256="0" * 64))
+    with pytest.raises(DataMismatchError):
+        _check_device_data(DeviceDataInfo(version="7.0.0", sha256=v1_sha))
