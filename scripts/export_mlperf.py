@@ -22,7 +22,10 @@ MLPerf Tiny "ic" (ResNet-8) is profiled in tests/energy/test_estimate.py already
 
 Usage:
     python scripts/export_mlperf.py --out OUTDIR [NAME ...]
-then profile each file with ``eeki-label assess OUTDIR/NAME.onnx --json`` (model.macs,
+then ``python scripts/strip_weights.py OUTDIR/NAME.onnx tests/data/arch/mlperf/NAME.onnx`` for the
+architecture-only copies that tests/energy/test_calibration.py re-profiles (the Tiny models and RetinaNet;
+BERT-large's profile needs a profiler that resolves its attention MatMuls' shapes, as main's at d8ac877
+does), and profile each file with ``eeki-label assess OUTDIR/NAME.onnx --json`` (model.macs,
 model.activation_elements, model.parameters); scripts/fit_devices.py reads those figures from the
 device-data file.
 """

@@ -192,3 +192,27 @@ def test_verify_accepts_labels_made_with_device_data_1_0_0():
         _check_device_data(DeviceDataInfo(version="1.0.0", sha256="0" * 64))
     with pytest.raises(DataMismatchError):
         _check_device_data(DeviceDataInfo(version="7.0.0", sha256=v1_sha))
+
+
+ARCH = ROOT / "tests" / "data" / "arch" / "mlperf"
+
+
+@pytest.mark.parametrize("name,workload", [
+    ("tiny-kws-dscnn", "tiny-kws"), ("tiny-vww-mobilenet", "tiny-vww"), ("tiny-ad-autoencoder", "tiny-ad"),
+    ("retinanet", "retinanet"),
+])
+def test_workload_profiles_are_what_the_profiler_measures(name, workload):
+    """The architecture-only copies (scripts/export_mlperf.py, then scripts/strip_weights.py) profile to the
+    figures in the data file; the stripped weights are graph inputs, counted back into the parameters."""
+    from eeki_label.model_io import load_model
+    from eeki_label.profile.shapes import resolve_input_shapes
+    from eeki_label.profile.static import static_profile
+
+    loaded = load_model(ARCH / f"{name}.onnx")
+    p = static_profile(loaded, resolve_input_shapes(loaded.proto))
+    stripped = sum(int(np.prod([d.dim_value for d in i.type.tensor_type.shape.dim]))
+                   for i in loaded.proto.graph.input[1:])
+    want = next(w["profile"] for c in RAW["classes"] for w in c["workloads"] if w["benchmark"] == workload)
+    assert p.macs == want["macs"]
+    assert p.activation_elements == want["activation_elements"]
+    assert p.parameters + stripped == want["parameters"]
