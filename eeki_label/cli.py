@@ -113,6 +113,9 @@ def assess(
     seed: int = typer.Option(0, help="Seed of the generated inputs."),
     rules: Optional[str] = typer.Option(None, help="Rule set version (default: newest installed)."),
     catalogue: Optional[str] = typer.Option(None, help="Reference catalogue version (default: newest installed)."),
+    device_data: Optional[str] = typer.Option(
+        None, "--device-data", help="Device data: a shipped version (e.g. 1.0.0; default: newest) or a JSON file of "
+                                    "one's own (eeki-label calibrate); the label names the file and its sha256."),
     max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, help="Largest model file accepted, bytes."),
     max_tensor_bytes: int = typer.Option(DEFAULT_MAX_TENSOR_BYTES, min=1, help="Largest total declared tensor size accepted, bytes."),
     max_nodes: int = typer.Option(
@@ -195,7 +198,7 @@ def assess(
         device_classes=tuple(device_class), task=task, accuracy=accuracy, accuracy_evidence=accuracy_evidence,
         inputs=inputs,
         input_shapes=parse_shape_options(input_shape), runs=runs, threads=threads, seed=seed,
-        rules_version=rules, catalogue_version=catalogue,
+        rules_version=rules, catalogue_version=catalogue, device_data=device_data,
         limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes, max_nodes=max_nodes,
                           max_activation_bytes=max_activation_bytes),
         runtime_time_limit_s=time_limit, issued_at=issued_at, issuer=issuer,
@@ -623,14 +626,91 @@ def _check_iso(text: str) -> None:
 @app.command()
 @_guarded
 def devices(
-    calibration: bool = typer.Option(False, "--calibration", help="Print the calibration table (Markdown)."),
+    calibration: bool = typer.Option(False, "--calibration", help="Print the calibration table (Markdown): every "
+                                     "workload's measured, predicted and held-out energy, median and worst error."),
+    device_data: Optional[str] = typer.Option(
+        None, "--device-data", help="Device data version (default: newest) or a file of one's own."),
 ) -> None:
     """List the device classes and their calibration."""
     from eeki_label.pipeline import load_context
     from eeki_label.render.text import calibration_table, devices_table
 
-    ctx = load_context()
+    ctx = load_context(device_data=device_data)
     typer.echo(calibration_table(ctx) if calibration else devices_table(ctx))
+
+
+@app.command()
+@_guarded
+def calibrate(
+    models: List[Path] = typer.Argument(..., help="ONNX models to measure here, e.g. the catalogue's references "
+                                                  "exported with scripts/export_torchvision.py.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="The device-data file to write (JSON).", show_default=False),
+    peak_macs_per_s: float = typer.Option(..., help="Datasheet peak MAC/s of this machine at --precision.",
+                                          show_default=False),
+    memory_bytes_per_s: float = typer.Option(..., help="Datasheet memory bandwidth, bytes/s.", show_default=False),
+    datasheet_source: str = typer.Option(..., help="Where the two datasheet figures come from (title, URL).",
+                                         show_default=False),
+    class_id: str = typer.Option("own", help="Id of the class (assess -d ID --device-data OUT)."),
+    name: str = typer.Option("This machine, calibrated", help="Name of the class."),
+    system: Optional[str] = typer.Option(None, help="The reference system in words (default: the host as recorded)."),
+    precision: str = typer.Option("fp32", help="Precision the models run at here."),
+    precision_bytes: int = typer.Option(4, help="Bytes per value at --precision."),
+    data_version: str = typer.Option("own-1", help="Version written into the file."),
+    measurements: List[Path] = typer.Option(
+        [], "--measurements", help="Archived records (measure --out), one per model in order, instead of measuring."),
+    meter: str = typer.Option("auto", help="auto, rapl or nvml."),
+    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims."),
+    baseline_runs: int = typer.Option(10, min=2, help="Baseline runs per model."),
+    idle_runs: int = typer.Option(10, min=0, help="Idle runs per model."),
+    scenario_runs: int = typer.Option(30, min=2, help="Scenario runs per model."),
+    run_seconds: float = typer.Option(1.0, min=0.001, help="Target duration of each run, seconds."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress."),
+) -> None:
+    """Measure models on this machine and write a device-class file (the format of device data 2.0.0)."""
+    import datetime as dt
+
+    from eeki_label import __version__
+    from eeki_label.catalogue import load_catalogue
+    from eeki_label.energy.calibrate import MachineSpec, calibration_document, dump_document, measure_workloads
+    from eeki_label.energy.devices import load_devices
+    from eeki_label.energy.host import HostOptions
+    from eeki_label.energy.measure import ProtocolConfig
+    from eeki_label.energy.meters import open_meter
+    from eeki_label.fileio import write_atomic
+    from eeki_label.pipeline import AssessOptions
+    from eeki_label.profile.shapes import parse_shape_options
+
+    if meter not in ("auto", "rapl", "nvml"):
+        raise UsageError(f"--meter {meter!r}: use auto, rapl or nvml (a trace meter: measure --meter trace, then "
+                         "calibrate --measurements)")
+    _refuse_overwriting_inputs({"--out": out}, {**{f"model {m.name}": m for m in models},
+                                                **{f"record {r.name}": r for r in measurements}})
+    spec = MachineSpec(class_id=class_id, name=name, reference_system=system, peak_macs_per_s=peak_macs_per_s,
+                       memory_bandwidth_bytes_per_s=memory_bytes_per_s, datasheet_source=datasheet_source,
+                       precision=precision, precision_bytes=precision_bytes, data_version=data_version)
+    spec.check()
+    host = HostOptions(meter=meter, protocol=ProtocolConfig(baseline_runs, idle_runs, scenario_runs, run_seconds))
+    host.protocol.check()
+    if not measurements:
+        open_meter(meter).close()  # fail before loading anything when nothing can be measured
+    options = AssessOptions(input_shapes=parse_shape_options(input_shape))
+    progress = _Progress(not quiet)
+    try:
+        workloads = measure_workloads([str(m) for m in models], [str(r) for r in measurements], host, options,
+                                      load_catalogue(None), progress)
+    finally:
+        progress.close()
+    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    write_atomic(out, dump_document(calibration_document(spec, workloads, __version__, created)))
+    if quiet:
+        return
+    dc = load_devices(None, str(out)).get(class_id)
+    h = dc.held_out
+    typer.echo(f"{out.name}: class {class_id!r} fitted on {len(workloads)} model(s): k = "
+               f"{dc.j_per_effective_mac * 1e12:.4g} pJ per effective MAC, w = {dc.bytes_weight:.3f}; " + (
+                   f"held-out error median {h.median_abs_error * 100:.1f} %, worst {h.worst_ratio:.2f}x"
+                   if h.rows else "no held-out error (one model)"))
+    typer.echo(f"use it: eeki-label assess MODEL --device-data {out} -d {class_id}")
 
 
 @app.command("catalogue")

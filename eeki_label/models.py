@@ -103,8 +103,10 @@ class InferenceEnergy(_Frozen):
         default=None, description="Measured: the meter's energy domains summed (e.g. package-0, package-0/dram, gpu0).")
     repetitions: Optional["Repetitions"] = Field(default=None, description="Measured: runs per phase.")
     energy_j_ci95: Optional[tuple[float, float]] = Field(
-        default=None, description="Measured: 95 % confidence interval of energy_j, joules per inference.")
-    interval_method: Optional[str] = Field(default=None, description="Measured: how energy_j_ci95 was computed.")
+        default=None, description="95 % interval of energy_j, joules per inference. Measured: confidence interval of "
+                                  "the measurement. Estimated: from the device class's held-out error (rule set "
+                                  "section estimate_uncertainty); null when the data states none.")
+    interval_method: Optional[str] = Field(default=None, description="How energy_j_ci95 was computed, in words.")
     measurement: Optional["MeasurementInfo"] = Field(
         default=None, description="Measured: baseline/idle/scenario figures and the record it came from.")
 
@@ -185,13 +187,15 @@ class LabelGrade(_Frozen):
     quality_declared: bool
     notes: list[str]
     index_ci95: Optional[tuple[float, float]] = Field(
-        default=None, description="Measured: 95 % interval of the index (energy interval / reference energy).")
+        default=None, description="95 % interval of the index. Measured: energy interval / reference energy. "
+                                  "Estimated: index divided and multiplied by the class's held-out error factor.")
     boundary_uncertain: Optional[bool] = Field(
-        default=None, description="Measured: the index interval spans a class boundary; null for estimates.")
+        default=None, description="The index interval spans a class boundary; null when the label has no interval.")
     classes_in_interval: Optional[list[ClassLetter]] = Field(
-        default=None, description="Measured: the classes the index interval reaches.")
+        default=None, description="The classes the index interval reaches.")
     boundary_rule: Optional[str] = Field(
-        default=None, description="Measured: which class the rule set's stability section prints, and why.")
+        default=None, description="Which class is printed, and why (rule set section stability for measured "
+                                  "labels, estimate_uncertainty for estimated ones).")
     graded_energy_j: Optional[float] = Field(
         default=None, description="Energy per unit at the task's evaluation input, when the model was assessed at "
                                   "another input (the index uses it); null otherwise.")
@@ -212,6 +216,9 @@ class CatalogueInfo(_Frozen):
 class DeviceDataInfo(_Frozen):
     version: str
     sha256: str
+    file: Optional[str] = Field(
+        default=None, description="Name of the device-data file (device-classes-<version>.json when shipped, or an "
+                                  "own file given with --device-data, e.g. written by eeki-label calibrate).")
 
 
 class ToolInfo(_Frozen):

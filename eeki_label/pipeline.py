@@ -32,7 +32,7 @@ from eeki_label.profile.runtime import (
 )
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile, typed_graphs
-from eeki_label.rules import RuleSet, grade, load_rules, select_reference
+from eeki_label.rules import RuleSet, estimate_boundary, estimate_interval, grade, load_rules, select_reference
 from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info, with_coded_update
 from eeki_label.errors import UsageError
 from eeki_label.tasks import (
@@ -62,6 +62,8 @@ class AssessOptions:
     seed: int = 0
     rules_version: str | None = None
     catalogue_version: str | None = None
+    device_data: str | None = None
+    """Device data: a shipped version ("1.0.0"), an own file (``eeki-label calibrate``), or None for the newest."""
     limits: LoadLimits = LoadLimits()
     runtime_time_limit_s: float | None = 600.0
     issued_at: str | None = None
@@ -87,9 +89,10 @@ class Context:
     devices: DeviceRegistry
 
 
-def load_context(rules_version: str | None = None, catalogue_version: str | None = None) -> Context:
+def load_context(rules_version: str | None = None, catalogue_version: str | None = None,
+                 device_data: str | None = None) -> Context:
     catalogue = load_catalogue(catalogue_version)
-    return Context(load_rules(rules_version), catalogue, load_devices(catalogue))
+    return Context(load_rules(rules_version), catalogue, load_devices(catalogue, device_data))
 
 
 def work_of(profile: StaticProfile) -> WorkProfile:
@@ -134,7 +137,7 @@ def _given_inputs(options: AssessOptions, loaded: LoadedModel) -> dict:
 
 def _run_assessment(path, options: AssessOptions, progress: Progress | None, scratch: str) -> Assessment:
     step = progress or (lambda name, done, total: None)
-    ctx = load_context(options.rules_version, options.catalogue_version)
+    ctx = load_context(options.rules_version, options.catalogue_version, options.device_data)
     if options.task is not None:
         check_task_id(options.task)
         declared_task = ctx.catalogue.find(options.task)
@@ -149,8 +152,9 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     classes = ctx.devices.select(others) if others else ()
     # host: check the meter (or read the record) before the expensive stages
     host_plan = prepare_host(options.host or HostOptions()) if HOST_CLASS_ID in requested else None
+    training_devices = ctx.devices.with_shipped_fallback(ctx.catalogue)
     if options.recycling.training_device_class:
-        ctx.devices.get(options.recycling.training_device_class)  # unknown class: fail early
+        training_devices.get(options.recycling.training_device_class)  # unknown class: fail early
 
     step("load", 0, 1)
     loaded = load_model(path, options.limits)
@@ -188,7 +192,7 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     shared_delta = (options.transfer.enabled and base is not None and delta_ref is not None
                     and delta_ref.sha256 == base.sha256 and options.recycling.update_codec == "auto")
     recycled = assess_recycling(
-        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, ctx.devices,
+        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, training_devices,
         replace(options.recycling, update_codec="deferred") if shared_delta else options.recycling,
         activation_peak_elements=static.activation_peak_elements, subgraph_runs=dict(static.subgraph_runs), typed=typed,
     )
@@ -296,6 +300,32 @@ def _graded_work(loaded, shapes, static, task: TaskResolution, plan, options, li
     return GradedTask(task, g, work_of(at_task), at_task.activation_peak_elements, None, evidence)
 
 
+@dataclass(frozen=True)
+class EstimateUncertainty:
+    """The interval fields of an estimated label (rule set section ``estimate_uncertainty``)."""
+
+    energy_fields: dict = field(default_factory=dict)
+    grade_fields: dict = field(default_factory=dict)
+
+
+def estimate_uncertainty(ctx: Context, dc: DeviceClass, energy: EnergyFigure, index: float | None) -> EstimateUncertainty:
+    """``energy_j_ci95`` from the class's held-out error, and the index interval with its boundary flag;
+    empty for measured energies, for device data without held-out errors (1.0.0) and rule sets without the
+    section. The printed class is never changed: it stays the point index's."""
+    if energy.method != "estimated" or energy.energy_j is None:
+        return EstimateUncertainty()
+    iv = estimate_interval(ctx.rules, dc.held_out.worst_ratio, len(dc.workloads))
+    if iv is None:
+        return EstimateUncertainty()
+    e, f = energy.energy_j, iv.factor
+    out = EstimateUncertainty({"energy_j_ci95": (e / f, e * f), "interval_method": iv.method})
+    if index is not None:
+        d = estimate_boundary(index, f, ctx.rules.thresholds)
+        out.grade_fields.update(index_ci95=(index / f, index * f), boundary_uncertain=d.boundary_uncertain,
+                                classes_in_interval=list(d.classes_in_interval), boundary_rule=d.statement)
+    return out
+
+
 def build_label(
     loaded: LoadedModel, static: StaticProfile, runtime: RuntimeProfile | None, dc: DeviceClass,
     energy: EnergyFigure, ctx: Context, graded: GradedTask, options: AssessOptions, issued_at: str, recycling=None,
@@ -346,11 +376,15 @@ def build_label(
     index = grade_energy / ref_e if gradable else None
     letter = grade(index, ctx.rules.thresholds) if index is not None else None
     reason = None if gradable else (graded.reason or energy.fit_reason or sel.description)
+    uncertainty = estimate_uncertainty(ctx, dc, energy, index)
+    if uncertainty.grade_fields.get("boundary_uncertain"):
+        notes.append(f"boundary uncertain: {uncertainty.grade_fields['boundary_rule']}")
 
     return Label(
         label=LabelGrade(**{"class": letter}, index=index, thresholds=ctx.rules.threshold_map(), gradable=gradable,
                          reason=reason, quality_declared=options.accuracy is not None, notes=notes,
-                         graded_energy_j=grade_energy if graded.work is not None and gradable else None),
+                         graded_energy_j=grade_energy if graded.work is not None and gradable else None,
+                         **uncertainty.grade_fields),
         model=_model_info(loaded, static),
         device_class=DeviceClassInfo(id=dc.id, name=dc.name, reference_system=dc.reference_system,
                                      batch_mode=dc.batch_mode, precision=dc.precision),
@@ -360,6 +394,7 @@ def build_label(
             method=energy.method, estimator=energy.estimator, fits=energy.fits, fit_reason=energy.fit_reason,
             effective_macs=energy.effective_macs, bytes_moved=energy.bytes_moved, time_s_estimate=energy.time_s,
             calibration_anchor=energy.calibration_anchor, meter=energy.meter,
+            **uncertainty.energy_fields,
         ),
         task=TaskInfo(
             id=res.id, declared=res.declared, detected_from=res.detected_from,
@@ -382,7 +417,7 @@ def build_label(
         runtime=_runtime_info(runtime) if runtime else None,
         rules=RulesInfo(id=ctx.rules.id, version=ctx.rules.version, sha256=ctx.rules.sha256),
         catalogue=CatalogueInfo(id=ctx.catalogue.id, version=ctx.catalogue.version, sha256=ctx.catalogue.sha256),
-        device_data=DeviceDataInfo(version=ctx.devices.version, sha256=ctx.devices.sha256),
+        device_data=DeviceDataInfo(version=ctx.devices.version, sha256=ctx.devices.sha256, file=ctx.devices.file),
         tool=_tool_info(),
         issued_at=issued_at,
         issuer=options.issuer,

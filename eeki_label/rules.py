@@ -169,3 +169,46 @@ def declare_class(index: float, ci95: tuple[float, float], thresholds: Sequence[
     statement = (f"index {index:.3g}, 95 % interval {lo:.3g}..{hi:.3g} spans classes {'-'.join(span)}; " if uncertain
                  else f"index {index:.3g}, 95 % interval {lo:.3g}..{hi:.3g} within class {c_mean}; ") + why
     return Declaration(printed, uncertain, tuple(span), statement)
+
+
+@dataclass(frozen=True)
+class EstimateInterval:
+    """The interval factor of an estimated energy (rule set section ``estimate_uncertainty``)."""
+
+    factor: float
+    method: str
+
+
+def estimate_interval(rules: RuleSet, held_out_worst_ratio: "float | None", workloads: int) -> EstimateInterval | None:
+    """``[E / f, E * f]`` for an estimate on a class with the given held-out error, or None when the rule
+    set has no ``estimate_uncertainty`` section or the device data states no held-out error (1.0.0)."""
+    sec = rules.raw.get("estimate_uncertainty")
+    if not isinstance(sec, dict) or workloads == 0:
+        return None
+    try:
+        floor, unvalidated = float(sec["minimum_factor"]), float(sec["unvalidated_factor"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogueError(f"rule set {rules.version}: estimate_uncertainty needs numeric minimum_factor and "
+                             "unvalidated_factor") from e
+    if floor < 1 or unvalidated < 1:
+        raise CatalogueError(f"rule set {rules.version}: estimate_uncertainty factors must be at least 1")
+    if held_out_worst_ratio is None:
+        return EstimateInterval(unvalidated, f"no held-out error (the class is fitted on {workloads} workload): "
+                                             f"[E / {unvalidated:g}, E x {unvalidated:g}], the unvalidated factor of rule set section "
+                                             "estimate_uncertainty")
+    f = max(floor, held_out_worst_ratio)
+    return EstimateInterval(f, f"the class's worst leave-one-workload-out error over {workloads} workloads: "
+                               f"[E / {f:.3g}, E x {f:.3g}] (rule set section estimate_uncertainty)")
+
+
+def estimate_boundary(index: float, factor: float, thresholds: Sequence[tuple[str, float]]) -> Declaration:
+    """The printed class (the point index's: estimates are deterministic) and whether the index interval
+    ``[index / f, index * f]`` spans a class boundary."""
+    lo, hi = index / factor, index * factor
+    c_mean, c_lo, c_hi = grade(index, thresholds), grade(lo, thresholds), grade(hi, thresholds)
+    span = CLASSES[class_rank(c_lo):class_rank(c_hi) + 1]
+    uncertain = c_lo != c_hi
+    head = (f"estimated index {index:.3g}, interval {lo:.3g}..{hi:.3g} spans classes {'-'.join(span)}; " if uncertain
+            else f"estimated index {index:.3g}, interval {lo:.3g}..{hi:.3g} within class {c_mean}; ")
+    return Declaration(c_mean, uncertain, tuple(span),
+                       head + f"class {c_mean} of the point index is printed (estimates are deterministic)")

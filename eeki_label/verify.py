@@ -137,8 +137,6 @@ def verify(source: "str | Path", model: "str | Path | None" = None, public_key: 
 def check_data(labels) -> tuple[str, ...]:
     """The rule sets, catalogues and device data the labels name are installed, byte for byte."""
     from eeki_label.catalogue import load_catalogue
-    from eeki_label.energy.devices import DEVICE_FILE
-    from eeki_label.resources import load_json
     from eeki_label.rules import load_rules
 
     seen: dict[str, str] = {}
@@ -158,15 +156,27 @@ def check_data(labels) -> tuple[str, ...]:
         if (cat.id, cat.sha256) != (c.id, c.sha256):
             raise DataMismatchError(f"catalogue {c.id} {c.version}: the installed file differs from the label's "
                                     f"(sha256 {cat.sha256[:16]}… here, {c.sha256[:16]}… in the label)")
-        try:
-            dev = load_json("energy", DEVICE_FILE)
-        except CatalogueError as e:
-            raise DataMismatchError(f"device data {d.version}: {e}") from e
-        if (str(dev.content.get("version")), dev.sha256) != (d.version, d.sha256):
-            raise DataMismatchError(f"device data {d.version} (sha256 {d.sha256[:16]}…) named by the label is not the "
-                                    f"installed one ({dev.content.get('version')}, sha256 {dev.sha256[:16]}…)")
         seen[f"rules {r.id} {r.version}"] = ""
         seen[f"catalogue {c.id} {c.version}"] = ""
-        seen[f"device data {d.version}"] = ""
+        seen[_check_device_data(d)] = ""
     return tuple(seen)
 
+
+
+def _check_device_data(d) -> str:
+    """A shipped device-data version must be installed byte for byte; an own file (``--device-data FILE``,
+    e.g. from ``eeki-label calibrate``) is not installed, so the label's file name and sha256 are reported
+    for the auditor to compare with the file they were given."""
+    from eeki_label.energy.devices import DEVICE_FILE, DEVICE_PREFIX, load_device_document
+
+    shipped_name = f"{DEVICE_PREFIX}{d.version}.json"
+    if d.file is not None and d.file not in (shipped_name, DEVICE_FILE, "device_classes.json"):
+        return f"device data {d.file} (own file, sha256 {d.sha256[:16]}…: not installed here, compare it by hand)"
+    try:
+        dev, _ = load_device_document(d.version)
+    except CatalogueError as e:
+        raise DataMismatchError(f"device data {d.version}: {e}") from e
+    if (str(dev.content.get("version")), dev.sha256) != (d.version, d.sha256):
+        raise DataMismatchError(f"device data {d.version} (sha256 {d.sha256[:16]}…) named by the label is not the "
+                                f"installed one ({dev.content.get('version')}, sha256 {dev.sha256[:16]}…)")
+    return f"device data {d.version}"

@@ -1,6 +1,8 @@
 """Estimated energy per inference on a device class (method ``estimated``).
 
-Formula ``roofline-additive-v1`` (docs/energy-model.md):
+Formula ``roofline-additive-v1`` (device data 1.0.0; docs/energy-model.md), or ``roofline-weighted-v2``
+(device data 2.0.0: the data term multiplied by the class's fitted bytes weight ``w``, and ``k_class``
+fitted on several workloads, :mod:`eeki_label.energy.fit`):
 
     bytes_moved   = precision_bytes * (activation_elements + parameters / batch_size)
     effective_MAC = MACs + ridge * bytes_moved,   ridge = peak_MAC_per_s / memory_bytes_per_s
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from eeki_label.catalogue import WorkProfile
 from eeki_label.energy.devices import DeviceClass, bytes_moved, effective_macs
+from eeki_label.energy.fit import FORMULA_ID as FIT_FORMULA_ID
 
 ESTIMATOR_ID = "roofline-additive-v1"
 
@@ -61,17 +64,23 @@ def fit_check(dc: DeviceClass, parameters: int, activation_peak_elements: int) -
     return "does not fit: " + "; ".join(reasons) if reasons else None
 
 
+def estimator_id(dc: DeviceClass) -> str:
+    """``roofline-additive-v1`` for single-anchor classes (device data 1.0.0), ``roofline-weighted-v2``
+    for classes fitted on several workloads (the bytes term weighted by the fitted ``w``)."""
+    return FIT_FORMULA_ID if dc.workloads else ESTIMATOR_ID
+
+
 def estimate_inference(work: WorkProfile, dc: DeviceClass, activation_peak_elements: int = 0) -> EnergyFigure:
-    anchor = f"{dc.anchor.model} on {dc.anchor.system}: {dc.anchor.energy_j * 1e3:g} mJ measured"
+    anchor = dc.calibration
     reason = fit_check(dc, work.parameters, activation_peak_elements)
     if reason:
-        return EnergyFigure(dc.id, None, "estimated", ESTIMATOR_ID, False, reason, None, None, None, anchor)
-    eff = effective_macs(work, dc.ridge_mac_per_byte, dc.precision_bytes, dc.assumed_batch_size)
+        return EnergyFigure(dc.id, None, "estimated", estimator_id(dc), False, reason, None, None, None, anchor)
+    eff = effective_macs(work, dc.ridge_mac_per_byte, dc.precision_bytes, dc.assumed_batch_size, dc.bytes_weight)
     return EnergyFigure(
         device_class=dc.id,
         energy_j=dc.j_per_effective_mac * eff,
         method="estimated",
-        estimator=ESTIMATOR_ID,
+        estimator=estimator_id(dc),
         fits=True,
         fit_reason=None,
         effective_macs=eff,

@@ -60,7 +60,9 @@ def test_host_falls_back_to_the_estimate_only_when_allowed(no_meter, model, caps
     assert code == 0, err
     doc = json.loads(out)
     assert doc["device_class"]["id"] == "single-board-cpu"  # the reference class, never labelled 'host'
-    assert doc["inference"]["method"] == "estimated" and doc["label"]["boundary_uncertain"] is None
+    assert doc["inference"]["method"] == "estimated" and doc["inference"]["meter"] is None
+    # an estimate: its interval is the class's held-out error (rules 2.0.0 estimate_uncertainty), not a measurement's
+    assert "estimate_uncertainty" in doc["inference"]["interval_method"]
     assert doc["label"]["notes"][0].startswith("host requested but not measured: nothing can be measured")
 
 
@@ -154,7 +156,13 @@ def test_estimated_class_is_identical_on_repeat(cls_model, capsys):
         assert code == 0, err
         texts.append(out)
     assert texts[0] == texts[1]  # byte-identical, every class and index included
-    assert all(lab["label"]["boundary_uncertain"] is None for lab in json.loads(texts[0])["labels"])
+    for lab in json.loads(texts[0])["labels"]:  # estimates carry the held-out interval; the class is the point index's
+        if lab["inference"]["energy_j"] is not None:
+            lo, hi = lab["inference"]["energy_j_ci95"]
+            assert lo < lab["inference"]["energy_j"] < hi
+        if lab["label"]["index"] is not None:
+            assert isinstance(lab["label"]["boundary_uncertain"], bool)
+            assert "class " + lab["label"]["class"] + " of the point index is printed" in lab["label"]["boundary_rule"]
 
 
 # ------------------------------------------------------------------------------------- boundary rule
