@@ -100,11 +100,17 @@ def scan_offset(times_s: Sequence[float], power_w: Sequence[float], runs: Sequen
     if not np.any(np.isclose(grid, 0.0)) and lo_lim <= 0.0 <= hi_lim:
         grid = np.sort(np.append(grid, 0.0))
     msr, flat = _msr(t, c1, c2, starts, ends, phase, grid)
+    # only offsets at which the phases' steps explain enough of the variance count: where every window
+    # falls into one stretch of constant power (before or after the measurement) the phases are
+    # homogeneous too, but show no steps at all
+    share = np.where(flat > 0, 1.0 - msr / np.where(flat > 0, flat, 1.0), 0.0)
+    msr = np.where(share >= min_explained, msr, np.inf)
+    if not np.isfinite(msr).any():
+        top = float(np.nanmax(np.where(np.isfinite(share), share, 0.0))) if len(share) else 0.0
+        return OffsetScan("undetectable", 0.0, coarse, max(top, 0.0), searched_s=(lo_lim, hi_lim))
     i = int(np.argmin(msr))
     best, floor, pooled = float(grid[i]), float(msr[i]), float(flat[i])
     explained = 1.0 - floor / pooled if pooled > 0 else 0.0
-    if explained < min_explained:
-        return OffsetScan("undetectable", 0.0, coarse, max(explained, 0.0), searched_s=(lo_lim, hi_lim))
     # refine around the minimum
     fine_step = max(dt / 8.0, 1e-6)
     fine = np.arange(best - coarse, best + coarse + fine_step / 2, fine_step)
