@@ -143,8 +143,14 @@ def test_measure_keeps_the_runs_when_the_trace_fails_and_verify_recomputes(model
     label = tmp_path / "label.json"
     base = ["assess", model, "--measurements", rec, "--trace", trace, "--runs", "0", "--no-transfer",
             "--task", "image-classification", "--json", label]
-    code, _, err = run(base + ["--trace-offset-s", "-3"], capsys)
+    code, _, err = run(base + ["--trace-offset-s", "-3", "--pdf", tmp_path / "label.pdf"], capsys)
     assert code == 0, err
+    from pypdf import PdfReader
+
+    text = " ".join(" ".join((page.extract_text() or "").split()) for page in PdfReader(tmp_path / "label.pdf").pages)
+    for shown in ("index interval", "baseline / idle / scenario power", "sampling", "logger clock offset -3.000 s",
+                  "record sha256", "trace sha256", "ESTIMATED energy of the reference"):
+        assert shown in text, shown
     doc = json.loads(label.read_text())
     lab = (doc["labels"] if "labels" in doc else [doc])[0]
     mi = lab["inference"]["measurement"]
