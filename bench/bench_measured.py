@@ -57,10 +57,10 @@ def one(rate_hz, run_s, mode, seed, offset_s, rules):
     out = {"known_j": known, "linear_error": linear_estimate(runs, t - offset_s, p) / known - 1}
     try:
         m = analyse(attach_trace(synthetic_record(runs, run_s), trace, rules=rules), rules)
-    except MeasurementError as e:
-        return {**out, "status": "refused: " + str(e).split(";")[0][:60]}
-    except MeasurementRecordError as e:
-        return {**out, "status": "refused: " + str(e)[:60]}
+    except MeasurementError as e:  # the sampling minimum
+        return {**out, "status": "refused (too few samples)", "why": str(e)}
+    except MeasurementRecordError as e:  # clock alignment
+        return {**out, "status": "refused (clock)", "why": str(e)}
     lo, hi = m.ci95_j
     return {**out, "status": "not resolved" if m.unresolved else "graded", "error": m.energy_j / known - 1,
             "half_width": (hi - lo) / 2 / known, "quantisation": m.quantisation_j / known, "inside": lo <= known <= hi}
@@ -83,7 +83,8 @@ def main() -> None:
                 for offset in ((0.0, 2.0) if mode == "instant" else (0.0,)):
                     res = [one(rate, run_s, mode, seed, offset, rules) for seed in range(args.seeds)]
                     ok = [r for r in res if "error" in r]
-                    status = sorted({r["status"] for r in res})
+                    status = [f"{k} {sum(r['status'] == k for r in res)}/{len(res)}"
+                              for k in sorted({r["status"] for r in res})]
                     row = {"rate_hz": rate, "run_s": run_s, "mode": mode, "clock_offset_s": offset,
                            "status": status, "seeds": args.seeds,
                            "linear_error_mean": float(np.mean([r["linear_error"] for r in res]))}
