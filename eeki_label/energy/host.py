@@ -20,6 +20,13 @@ it makes the index identical to the estimated index (the measurement cancels out
 class would be an estimated class in disguise and the measurement's uncertainty would never reach
 the grade.
 
+**Like with like.** No catalogue reference has been measured on this machine, so the grade compares
+a measurement here with an estimate on another class; the label says so plainly
+(``measurement.reference_basis``, a note, page 1 of the PDF).
+
+**Structure.** The pipeline owns the flow (``pipeline.host_labels``: measure or read the record,
+analyse, build the label, finish it); this module supplies the pieces and never imports the pipeline.
+
 **Fallback.** When nothing can be measured here, the error says why in one line (exit code 50).
 Only with ``--allow-estimate`` is the estimate given instead, as a normal *estimated* label of the
 reference class (``device_class.id`` is that class, not ``host``) with a note naming the reason:

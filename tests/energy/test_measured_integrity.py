@@ -166,3 +166,15 @@ def test_measure_keeps_the_runs_when_the_trace_fails_and_verify_recomputes(model
     other.write_text(trace.read_text().replace(",20.0\n", ",21.0\n"))
     code, _, err = run(["verify", label, "--record", rec, "--trace", other], capsys)
     assert code == 47 and "trace sha256" in err
+
+
+def test_the_host_module_does_not_import_the_pipeline():
+    import ast
+    import inspect
+
+    import eeki_label.energy.host as host
+
+    tree = ast.parse(inspect.getsource(host))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "eeki_label.pipeline" not in names  # the pipeline owns the host flow (pipeline.host_labels)
