@@ -11,7 +11,7 @@ aligned. Printed per row: the mean and worst error of the estimate, the interval
 often the known answer lies inside the interval, and what the label would say (graded, not resolved,
 or refused for too few samples).
 
-    python bench/bench_measured.py [--seeds N] [--out bench/results/measured.json]
+    python bench/bench_measured.py [--seeds N] [--gap-s S] [--out bench/results/measured.json]
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def linear_estimate(runs, t, p) -> float:
                                     [r.end_unix_s - r.start_unix_s for r in base]).mean_j
 
 
-def one(rate_hz, run_s, mode, seed, offset_s, rules):
-    machine = StepMachine()
+def one(rate_hz, run_s, mode, seed, offset_s, rules, gap_s=0.003):
+    machine = StepMachine(gap_s=gap_s)
     runs = protocol_runs(run_s=run_s, inferences_per_run=10, machine=machine, jitter_s=0.02 * run_s, seed=seed)
     known = known_net_energy_j(runs, machine)
     t, p = sample_meter(runs, machine, rate_hz=rate_hz, mode=mode, clock_offset_s=offset_s, seed=seed)
@@ -69,6 +69,8 @@ def one(rate_hz, run_s, mode, seed, offset_s, rules):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--gap-s", type=float, default=0.003,
+                    help="Pause between runs, drawing idle power between scenario runs (default 3 ms, as measure).")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "measured.json")
     args = ap.parse_args()
     rules = MeasurementRules.of(load_rules("2.0.0"))
@@ -81,7 +83,7 @@ def main() -> None:
         for run_s in RUN_SECONDS:
             for mode in ("mean-preceding", "instant"):
                 for offset in ((0.0, 2.0) if mode == "instant" else (0.0,)):
-                    res = [one(rate, run_s, mode, seed, offset, rules) for seed in range(args.seeds)]
+                    res = [one(rate, run_s, mode, seed, offset, rules, args.gap_s) for seed in range(args.seeds)]
                     ok = [r for r in res if "error" in r]
                     status = [f"{k} {sum(r['status'] == k for r in res)}/{len(res)}"
                               for k in sorted({r["status"] for r in res})]
@@ -107,7 +109,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "measured-integration", "machine": {"baseline_w": 50, "idle_w": 55, "scenario_w": 80,
-                                                          "noise_w": 0.5, "runs": "10/10/30", "jitter": "2 %"},
+                                                          "noise_w": 0.5, "runs": "10/10/30", "jitter": "2 %",
+                                                          "gap_s": args.gap_s},
         "python": platform.python_version(), "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
     }, indent=1) + "\n")
     print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
