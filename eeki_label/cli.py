@@ -154,6 +154,9 @@ def assess(
     trace_sample_mode: Optional[str] = typer.Option(
         None, help="What a trace sample stands for: mean-preceding, mean-following, instant or auto (default: as "
                    "recorded)."),
+    reference_record: List[str] = typer.Option(
+        [], "--reference-record", help="ID=RECORD: a catalogue reference measured on this machine with 'measure' "
+                                       "(repeatable); -d host then grades like with like."),
     transfer: bool = typer.Option(
         True, "--transfer/--no-transfer", help="Code the weights with NNC (ISO/IEC 15938-17) and price distribution."),
     bitstream: Optional[Path] = typer.Option(None, help="Write the NNC bitstream to PATH ('eeki-label decode' rebuilds the model)."),
@@ -196,7 +199,8 @@ def assess(
             train_samples=train_samples, fine_tune_epochs=epochs, scratch_epochs=scratch_epochs,
             training_device_class=training_device_class, features_cached=features_cached, update_codec=update_codec),
         host=_host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=device_class,
-                           clock_offset_s=trace_offset_s, sample_mode=trace_sample_mode),
+                           clock_offset_s=trace_offset_s, sample_mode=trace_sample_mode,
+                           reference_records=_reference_records(reference_record)),
         transfer=TransferOptions(enabled=transfer, previous=previous, calibration_data=calibration_data,
                                  clients=clients, rounds=rounds, updates=updates, country=country,
                                  required=bool(bitstream or previous or delta_bitstream or calibration_data)),
@@ -248,6 +252,16 @@ def assess(
         if failing:
             worst = ", ".join(f"{lab.device_class.id}={lab.label.class_}" for lab in failing)
             raise GateFailed(f"class worse than {fail_below.upper()}: {worst}")
+
+
+def _reference_records(items) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        ref_id, sep, path = item.partition("=")
+        if not sep or not ref_id or not path:
+            raise UsageError(f"--reference-record {item!r}: use ID=RECORD (a catalogue reference id and a record)")
+        out.append((ref_id, path))
+    return tuple(out)
 
 
 def _host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=(), **more):

@@ -155,6 +155,8 @@ class MeasurementInfo(_Frozen):
     resolution_rule: Optional[str] = Field(default=None, description="Where the gate's values came from.")
     reference_basis: Optional[str] = Field(
         default=None, description="What the reference energy is: measured here, or estimated on another class.")
+    reference_measured: Optional[bool] = Field(
+        default=None, description="True when the reference was measured on this machine with the same protocol.")
 
 
 class QualityInfo(_Frozen):

@@ -206,7 +206,15 @@ def host_labels(plan: "_host.HostPlan", loaded, static, runtime, shapes, ctx: Co
     label = build_label(loaded, static, runtime, _host.host_device_class(ref, record), _host.measured_figure(m, record),
                         ctx, task_id, options, issued_at, **label_kwargs)
     estimate = estimate_inference(work, ref, static.activation_peak_elements)
-    return [_host.finish_label(label, m, record, record_sha, ref, estimate, ctx.rules)]
+    measured_ref = None
+    if plan.references:  # like with like: references measured on this machine
+        task = ctx.catalogue.task(task_id)
+        measured_ref = _host.measured_reference(plan.references, record, ctx.catalogue.for_task(task_id),
+                                                options.accuracy, task.higher_is_better)
+        if measured_ref is None:
+            label = _with_note(label, "host: no reference measured on this machine reaches the declared quality; "
+                                      "graded against the estimated reference of the reference class")
+    return [_host.finish_label(label, m, record, record_sha, ref, estimate, ctx.rules, measured_ref)]
 
 
 def _with_note(label: Label, note: str, first: bool = False) -> Label:

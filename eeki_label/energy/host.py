@@ -74,6 +74,9 @@ class HostOptions:
     or detected from the power steps)."""
     sample_mode: str | None = None
     """``--trace-sample-mode`` on assess (overrides the record's; None: as recorded)."""
+    reference_records: tuple[tuple[str, str], ...] = ()
+    """``--reference-record ID=RECORD``: catalogue references measured on this machine with ``measure``;
+    when given, the grade compares like with like (BRIEF section 5)."""
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     powercap_root: str | None = None
     """RAPL's sysfs root (default /sys/class/powercap); tests replay recorded trees."""
@@ -110,18 +113,79 @@ class HostPlan:
     record_sha256: str | None = None
     unavailable: str | None = None
     """Why nothing can be measured (only kept when --allow-estimate allows the fallback)."""
+    references: tuple["MeasuredReference", ...] = ()
+
+
+@dataclass(frozen=True)
+class MeasuredReference:
+    """A catalogue reference measured on this machine (``--reference-record ID=RECORD``)."""
+
+    ref_id: str
+    record: MeasurementRecord
+    sha256: str
+    energy: MeasuredEnergy
+
+
+def load_reference_records(pairs, rules: MeasurementRules) -> tuple[MeasuredReference, ...]:
+    from eeki_label.energy.measure import analyse
+
+    out = []
+    for ref_id, path in pairs:
+        record, sha = load_record(path)
+        m = analyse(record, rules)
+        if m.unresolved:
+            raise MeasurementRecordError(f"reference record {ref_id} ({path}): {m.unresolved}")
+        out.append(MeasuredReference(ref_id, record, sha, m))
+    return tuple(out)
+
+
+def measured_reference(references, record: MeasurementRecord, refs, accuracy: float | None, higher_is_better: bool):
+    """The least-energy reference measured on this machine that reaches the declared quality, as
+    (MeasuredReference, ReferenceModel, how it was chosen), or None when none qualifies. Records of
+    another machine, execution provider or meter are refused: that would not be like with like."""
+    by_id = {r.id: r for r in refs}
+    h = record.host
+    usable = []
+    for mr in references:
+        if mr.ref_id not in by_id:
+            raise UsageError(f"--reference-record {mr.ref_id}: not a catalogue reference of this task "
+                             f"({', '.join(sorted(by_id)) or 'none'})")
+        rh = mr.record.host
+        same = ((rh.cpu, rh.logical_cpus, rh.machine) == (h.cpu, h.logical_cpus, h.machine)
+                and mr.record.setup.execution_provider == record.setup.execution_provider
+                and mr.record.meter.kind == record.meter.kind)
+        if not same:
+            raise MeasurementRecordError(
+                f"reference record {mr.ref_id} was measured on {rh.cpu} ({mr.record.setup.execution_provider}, "
+                f"{mr.record.meter.kind}), the candidate on {h.cpu} ({record.setup.execution_provider}, "
+                f"{record.meter.kind}): like with like needs the same machine, provider and meter")
+        ref = by_id[mr.ref_id]
+        shapes = list(mr.record.setup.input_shapes.values())
+        if len(shapes) == 1 and tuple(shapes[0]) != tuple(ref.input_shape):
+            raise MeasurementRecordError(f"reference record {mr.ref_id} was measured at input {shapes[0]}, the "
+                                         f"catalogue reference is defined at {list(ref.input_shape)}")
+        ok = accuracy is None or (ref.quality >= accuracy if higher_is_better else ref.quality <= accuracy)
+        if ok:
+            usable.append((mr, ref))
+    if not usable:
+        return None
+    mr, ref = min(usable, key=lambda x: x[0].energy.energy_j)
+    why = (f"least measured energy among the {len(usable)} reference(s) measured on this machine"
+           + (" at any quality (quality not declared)" if accuracy is None else " that reach the declared quality"))
+    return mr, ref, why, len(usable)
 
 
 def prepare(options: HostOptions, rules: MeasurementRules = FIRST_MEASUREMENT_RULES) -> HostPlan:
     """Check early that the host can be measured (or the record read and its trace attached), before any
     profiling."""
     options.check()
+    references = load_reference_records(options.reference_records, rules)
     if options.measurements:
         record, sha = load_record(options.measurements)
         if options.trace:
             settings = options.settings_for(record)
             record = attach_trace(record, load_trace_for(record, options.trace, settings), settings, rules)
-        return HostPlan(options, record, sha)
+        return HostPlan(options, record, sha, references=references)
     try:
         if options.meter == "trace":
             s = options.settings_for(None)
@@ -132,7 +196,7 @@ def prepare(options: HostOptions, rules: MeasurementRules = FIRST_MEASUREMENT_RU
         if not options.allow_estimate:
             raise MeterUnavailableError(f"{e} (--allow-estimate gives the estimate instead)") from e
         return HostPlan(options, unavailable=str(e))
-    return HostPlan(options)
+    return HostPlan(options, references=references)
 
 
 def measure_record(loaded, shapes, options: HostOptions, progress=None) -> MeasurementRecord:
@@ -205,7 +269,7 @@ def reference_basis(ref: DeviceClass) -> str:
 
 
 def finish_label(label, m: MeasuredEnergy, record: MeasurementRecord, record_sha256: str | None, ref: DeviceClass,
-                 estimate: EnergyFigure, rules):
+                 estimate: EnergyFigure, rules, measured_ref=None):
     """Add the measurement's fields, the resolution gate and the stability rule to a label graded on ``host``."""
     from eeki_label.models import Label, MeasurementInfo, Repetitions
     from eeki_label.rules import declare_class, stability_tolerance
@@ -214,6 +278,20 @@ def finish_label(label, m: MeasuredEnergy, record: MeasurementRecord, record_sha
     g, inf = lab["label"], lab["inference"]
     lo_j, hi_j = m.ci95_j
     tr = record.trace
+    est_ref_e = lab["reference"]["energy_j"]
+    basis = reference_basis(ref)
+    ref_lo = ref_hi = None
+    if measured_ref is not None:
+        mr, cat_ref, why, considered = measured_ref
+        lab["reference"].update(model_id=cat_ref.id, name=cat_ref.name, quality=cat_ref.quality,
+                                energy_j=mr.energy.energy_j, macs=cat_ref.work.macs, parameters=cat_ref.work.parameters,
+                                selection=why, candidates_considered=considered)
+        ref_lo, ref_hi = mr.energy.ci95_j
+        basis = (f"measured on this machine with the same protocol and meter: {cat_ref.id} ({mr.record.model.file_name}, "
+                 f"record sha256 {mr.sha256}), {mr.energy.energy_j * 1e3:.4g} mJ per inference (95 % "
+                 f"{ref_lo * 1e3:.4g} .. {ref_hi * 1e3:.4g} mJ)")
+        if lab["reference"]["energy_j"]:
+            g["index"] = m.energy_j / lab["reference"]["energy_j"]
     inf.update(
         domains=list(m.domains),
         repetitions=Repetitions(baseline_runs=m.baseline_runs, idle_runs=m.idle_runs, scenario_runs=m.scenario_runs,
@@ -235,19 +313,22 @@ def finish_label(label, m: MeasuredEnergy, record: MeasurementRecord, record_sha
             clock_offset_s=tr.clock_offset_s if tr else None,
             clock_offset_source=tr.clock_offset_source if tr else None,
             resolved=m.unresolved is None, resolution_rule=m.rules_source,
-            reference_basis=reference_basis(ref),
+            reference_basis=basis, reference_measured=measured_ref is not None,
         ).model_dump(),
     )
     notes = list(g["notes"])
     ref_e = lab["reference"]["energy_j"]
     est_e = estimate.energy_j
-    notes.append(
-        f"host: reference energy is the calibrated estimate of the reference on {ref.id!r} ({ref.reference_system}), "
-        "not measured here (no reference has been measured on this machine): the index grades the model on this "
-        "machine against another class, so the machine's own efficiency enters it")
+    if measured_ref is None:
+        notes.append(
+            f"host: reference energy is the calibrated estimate of the reference on {ref.id!r} ({ref.reference_system}), "
+            "not measured here (no reference has been measured on this machine): the index grades the model on this "
+            "machine against another class, so the machine's own efficiency enters it")
+    else:
+        notes.append(f"host: like with like: the reference is {basis}")
     if est_e:
         ratio = m.energy_j / est_e
-        est_index = f"{est_e / ref_e:.3g}" if ref_e else "n/a"
+        est_index = f"{est_e / est_ref_e:.3g}" if est_ref_e else "n/a"
         notes.append(f"host: the candidate's estimate on {ref.id!r} is {est_e * 1e3:.4g} mJ; measured / estimated = "
                      f"{ratio:.3g}; the estimated index on that class is {est_index}")
     notes.extend(f"measurement: {n}" for n in m.notes)
@@ -257,6 +338,8 @@ def finish_label(label, m: MeasuredEnergy, record: MeasurementRecord, record_sha
     elif g["gradable"] and ref_e:
         index = m.energy_j / ref_e
         ci = (max(lo_j, 0.0) / ref_e, hi_j / ref_e)
+        if ref_lo is not None and ref_lo > 0:  # a measured reference has an interval of its own
+            ci = (max(lo_j, 0.0) / ref_hi, hi_j / ref_lo)
         d = declare_class(index, ci, rules.thresholds, stability_tolerance(rules))
         g.update(**{"class": d.class_}, index_ci95=list(ci), boundary_uncertain=d.boundary_uncertain,
                  classes_in_interval=list(d.classes_in_interval), boundary_rule=d.statement)

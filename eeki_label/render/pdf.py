@@ -248,7 +248,10 @@ class LabelPage(Flowable):
         c.setFillColor(MUTED)
         c.setFont("Helvetica", 7.5)
         basis = getattr(lab.inference.measurement, "reference_basis", None) if lab.inference.measurement else None
-        caption = ("index = measured energy per inference / ESTIMATED energy of the reference on "
+        measured_ref = basis and lab.inference.measurement.reference_measured
+        caption = ("index = measured energy per inference / energy of the reference MEASURED on this machine "
+                   "(same protocol)" if measured_ref else
+                   "index = measured energy per inference / ESTIMATED energy of the reference on "
                    f"{lab.inference.measurement.reference_class!r} (no reference measured on this machine)" if basis
                    else "index = energy per inference / energy of the reference on this device class")
         c.drawString(x0, top + 6, _fit(caption, "Helvetica", 7.5, 330))

@@ -178,3 +178,40 @@ def test_the_host_module_does_not_import_the_pipeline():
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "eeki_label.pipeline" not in names  # the pipeline owns the host flow (pipeline.host_labels)
+
+
+def test_like_with_like_against_a_reference_measured_here(model, tmp_path, capsys):
+    from test_host_cli import trace_from_markers
+
+    from eeki_label.energy.measure import MeasurementRecord
+    from eeki_label.pipeline import load_context
+
+    rec = tmp_path / "rec.json"
+    assert run(["measure", model, "--meter", "trace", "-o", rec] + SMALL, capsys)[0] == 0
+    markers = tmp_path / "rec.json.markers.csv"
+    trace = trace_from_markers(markers, tmp_path / "meter.csv", net_j_per_inference=0.01)
+    # the same runs standing in for a catalogue reference measured on this machine: 40 mJ per inference
+    ref = min(load_context().catalogue.for_task("image-classification"), key=lambda r: r.work.macs)
+    doc = json.loads(rec.read_text())
+    doc["setup"]["input_shapes"] = {"input": list(ref.input_shape)}
+    doc["model"]["file_name"] = f"{ref.id}.onnx"
+    ref_trace = trace_from_markers(markers, tmp_path / "ref.csv", net_j_per_inference=0.04)
+    ref_rec = attach_trace(MeasurementRecord.model_validate(doc), load_trace(ref_trace), TraceSettings(clock_offset_s=0.0),
+                           RULES)
+    (tmp_path / "ref.json").write_text(dump_record(ref_rec))
+    label = tmp_path / "label.json"
+    code, _, err = run(["assess", model, "--measurements", rec, "--trace", trace, "--runs", "0", "--no-transfer",
+                        "--task", "image-classification", "--json", label, "--trace-offset-s", "0",
+                        "--reference-record", f"{ref.id}={tmp_path / 'ref.json'}"], capsys)
+    assert code == 0, err
+    doc = json.loads(label.read_text())
+    lab = (doc["labels"] if "labels" in doc else [doc])[0]
+    mi = lab["inference"]["measurement"]
+    assert mi["reference_measured"] is True and mi["reference_basis"].startswith("measured on this machine")
+    assert lab["reference"]["model_id"] == ref.id and lab["reference"]["energy_j"] == pytest.approx(0.04, rel=1e-4)
+    assert lab["label"]["index"] == pytest.approx(0.25, rel=1e-4) and lab["label"]["class"] == "A"
+    code, _, err = run(["assess", model, "--measurements", rec, "--trace", trace, "--runs", "0", "--no-transfer",
+                        "--task", "image-classification", "--trace-offset-s", "0",
+                        "--reference-record", f"nonesuch={tmp_path / 'ref.json'}"],
+                       capsys)
+    assert code == 2 and "not a catalogue reference" in err
