@@ -215,3 +215,24 @@ def test_like_with_like_against_a_reference_measured_here(model, tmp_path, capsy
                         "--reference-record", f"nonesuch={tmp_path / 'ref.json'}"],
                        capsys)
     assert code == 2 and "not a catalogue reference" in err
+
+
+def test_a_record_of_eeki_label_0_2_is_still_read(tmp_path):
+    """Records written before step-exact integration (no trace.integration) are checked against the
+    linear interpolation they were written with, analysed with a note, and not given a quantisation bound."""
+    from eeki_label.energy.measure import load_record
+    from eeki_label.energy.meters import integrate_power_j
+
+    rec, trace, _ = simulate(20)
+    doc = json.loads(dump_record(attach_trace(rec, trace, rules=RULES)))
+    for key in ("sample_mode", "integration", "clock_offset_s", "clock_offset_source", "median_interval_s"):
+        del doc["trace"][key]
+    t = [s[0] for s in doc["trace"]["samples"]]
+    w = [s[1] for s in doc["trace"]["samples"]]
+    for r in doc["runs"]:
+        r["energy_j"] = {"wall": integrate_power_j(t, w, r["start_unix_s"], r["end_unix_s"])}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    old, _ = load_record(path)
+    m = analyse(old, RULES)
+    assert m.quantisation_j == 0.0 and any("linear interpolation" in n for n in m.notes)
