@@ -7,6 +7,7 @@ No printing, no files: the CLI renders and writes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -203,7 +204,10 @@ def host_labels(plan: "_host.HostPlan", loaded, static, runtime, shapes, ctx: Co
         check_record_matches(record, loaded, shapes)
     ref = ctx.devices.get(_host.reference_class_id(hopts, record))
     m = analyse(record, rules)
-    label = build_label(loaded, static, runtime, _host.host_device_class(ref, record), _host.measured_figure(m, record),
+    figure = _host.measured_figure(m, record)
+    if m.unresolved is not None:  # not graded: the mean may be zero or negative; finish_label restores it
+        figure = dataclasses.replace(figure, energy_j=None, fit_reason=m.unresolved)
+    label = build_label(loaded, static, runtime, _host.host_device_class(ref, record), figure,
                         ctx, task_id, options, issued_at, **label_kwargs)
     estimate = estimate_inference(work, ref, static.activation_peak_elements)
     measured_ref = None

@@ -293,6 +293,7 @@ def finish_label(label, m: MeasuredEnergy, record: MeasurementRecord, record_sha
         if lab["reference"]["energy_j"]:
             g["index"] = m.energy_j / lab["reference"]["energy_j"]
     inf.update(
+        energy_j=m.energy_j, energy_wh_per_1000=m.energy_j * 1000 / 3600, fits=True, fit_reason=None,
         domains=list(m.domains),
         repetitions=Repetitions(baseline_runs=m.baseline_runs, idle_runs=m.idle_runs, scenario_runs=m.scenario_runs,
                                 inferences_per_run=m.inferences_per_run).model_dump(),

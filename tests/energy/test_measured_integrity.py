@@ -236,3 +236,21 @@ def test_a_record_of_eeki_label_0_2_is_still_read(tmp_path):
     old, _ = load_record(path)
     m = analyse(old, RULES)
     assert m.quantisation_j == 0.0 and any("linear interpolation" in n for n in m.notes)
+
+
+def test_a_scenario_below_the_baseline_is_written_ungraded(model, tmp_path, capsys):
+    from test_host_cli import trace_from_markers
+
+    rec = tmp_path / "rec.json"
+    assert run(["measure", model, "--meter", "trace", "-o", rec] + SMALL, capsys)[0] == 0
+    trace = trace_from_markers(tmp_path / "rec.json.markers.csv", tmp_path / "meter.csv",
+                               powers={"baseline": 20.0, "idle": 25.0, "scenario": 19.5})
+    label = tmp_path / "label.json"
+    code, _, err = run(["assess", model, "--measurements", rec, "--trace", trace, "--runs", "0", "--no-transfer",
+                        "--task", "image-classification", "--trace-offset-s", "0", "--json", label,
+                        "--pdf", tmp_path / "label.pdf"], capsys)
+    assert code == 53 and "includes zero" in err
+    doc = json.loads(label.read_text())
+    lab = (doc["labels"] if "labels" in doc else [doc])[0]
+    assert lab["label"]["class"] is None and lab["label"]["index"] is None and lab["inference"]["energy_j"] < 0
+    assert (tmp_path / "label.pdf").stat().st_size > 0
