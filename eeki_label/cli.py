@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from eeki_label import __version__
-from eeki_label.errors import EekiError, GateFailed, InternalError, TransferError, UsageError
+from eeki_label.errors import EekiError, GateFailed, InternalError, TransferError, UnresolvedMeasurementError, UsageError
 from eeki_label.limits import (
     DEFAULT_MAX_ACTIVATION_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_NODES, DEFAULT_MAX_TENSOR_BYTES,
 )
@@ -158,6 +158,15 @@ def assess(
     reference_class: Optional[str] = typer.Option(
         None, help="Device class whose estimated reference energy grades host (default: single-board-cpu; GPU runs: "
                    "datacenter-gpu-batch1)."),
+    trace_offset_s: Optional[float] = typer.Option(
+        None, help="Clock offset of the meter's logger: logger clock minus tool clock, seconds (default: as recorded, "
+                   "else detected from the power steps)."),
+    trace_sample_mode: Optional[str] = typer.Option(
+        None, help="What a trace sample stands for: mean-preceding, mean-following, instant or auto (default: as "
+                   "recorded)."),
+    reference_record: List[str] = typer.Option(
+        [], "--reference-record", help="ID=RECORD: a catalogue reference measured on this machine with 'measure' "
+                                       "(repeatable); -d host then grades like with like."),
     transfer: bool = typer.Option(
         True, "--transfer/--no-transfer", help="Code the weights with NNC (ISO/IEC 15938-17) and price distribution."),
     bitstream: Optional[Path] = typer.Option(None, help="Write the NNC bitstream to PATH ('eeki-label decode' rebuilds the model)."),
@@ -205,7 +214,9 @@ def assess(
         base=base, recycling=RecyclingOptions(
             train_samples=train_samples, fine_tune_epochs=epochs, scratch_epochs=scratch_epochs,
             training_device_class=training_device_class, features_cached=features_cached, update_codec=update_codec),
-        host=_host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=device_class),
+        host=_host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=device_class,
+                           clock_offset_s=trace_offset_s, sample_mode=trace_sample_mode,
+                           reference_records=_reference_records(reference_record)),
         transfer=TransferOptions(enabled=transfer, previous=previous, calibration_data=calibration_data,
                                  clients=clients, rounds=rounds, updates=updates, country=country),
     )
@@ -265,6 +276,11 @@ def assess(
     if not quiet and json_out != "-":
         typer.echo(summary(labels))
 
+    from eeki_label.energy.host import unresolved_reason
+
+    unresolved = unresolved_reason(labels.labels)
+    if unresolved:  # the label is written (class null, with the reason); the exit code says it is not graded
+        raise UnresolvedMeasurementError(unresolved)
     if fail_below is not None:
         gradable = [lab for lab in labels.labels if lab.label.gradable]
         failing = [lab for lab in gradable if worse_than(lab.label.class_, fail_below)]
@@ -289,6 +305,16 @@ def _export_options(values: List[str]) -> list:
     return exports
 
 
+def _reference_records(items) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        ref_id, sep, path = item.partition("=")
+        if not sep or not ref_id or not path:
+            raise UsageError(f"--reference-record {item!r}: use ID=RECORD (a catalogue reference id and a record)")
+        out.append((ref_id, path))
+    return tuple(out)
+
+
 def _host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=(), **more):
     from eeki_label.energy.host import HOST_CLASS_ID, HostOptions
 
@@ -310,7 +336,12 @@ def measure(
     trace_format: str = typer.Option("auto", help="Trace format: auto, csv, line-protocol."),
     trace_field: Optional[str] = typer.Option(None, help="Watts column (CSV) or FIELD / MEASUREMENT.FIELD (line protocol)."),
     trace_precision: str = typer.Option("ns", help="Line-protocol timestamp precision: s, ms, us, ns."),
-    trace_offset_s: float = typer.Option(0.0, help="Seconds added to the trace's timestamps (the logger's clock offset)."),
+    trace_offset_s: Optional[float] = typer.Option(
+        None, help="Clock offset of the meter's logger: logger clock minus tool clock, seconds (default: detected "
+                   "from the power steps)."),
+    trace_sample_mode: str = typer.Option(
+        "auto", help="What a trace sample stands for: mean-preceding (CSV default), mean-following, instant "
+                     "(line-protocol default) or auto."),
     input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims (repeatable)."),
     baseline_runs: int = typer.Option(10, min=2, help="Baseline runs: the system without the model."),
     idle_runs: int = typer.Option(10, min=0, help="Idle runs: session loaded, no inference."),
@@ -327,7 +358,7 @@ def measure(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress."),
 ) -> None:
     """Measure MODEL's energy on this machine (baseline, idle, scenario) and archive the raw samples."""
-    from eeki_label.energy.host import HostOptions, measure_record
+    from eeki_label.energy.host import HostOptions, complete_record, measure_record
     from eeki_label.energy.measure import ProtocolConfig, analyse, dump_record, markers_csv
     from eeki_label.energy.meters import open_meter
     from eeki_label.energy.record import TraceSettings
@@ -342,7 +373,7 @@ def measure(
         raise UsageError("--trace needs --meter trace")
     try:
         settings = TraceSettings(format=trace_format, field=trace_field, precision=trace_precision,
-                                 offset_s=trace_offset_s)
+                                 clock_offset_s=trace_offset_s, sample_mode=trace_sample_mode)
     except ValueError as e:
         raise UsageError(f"trace option: {' '.join(str(e).split())[:200]}") from e
     options = HostOptions(meter=meter, trace=str(trace) if trace else None, trace_settings=settings,
@@ -363,8 +394,21 @@ def measure(
         record = measure_record(loaded, shapes, options, progress)
     finally:
         progress.close()
+    # nothing lost: the runs and their markers are on disk before the trace is read
     write_atomic(markers or out.with_name(out.name + ".markers.csv"), markers_csv(record))
     write_atomic(out, dump_record(record))
+    if trace is not None:
+        from eeki_label.energy.measure import MeasurementRules
+        from eeki_label.errors import EekiError
+        from eeki_label.rules import load_rules
+
+        try:
+            record = complete_record(record, options, MeasurementRules.of(load_rules()))
+        except EekiError as e:
+            e.args = (f"{e.args[0]}; the {len(record.runs)} runs are saved in {out}: attach the log later with "
+                      f"eeki-label assess MODEL --measurements {out} --trace LOG",)
+            raise
+        write_atomic(out, dump_record(record))
     if quiet:
         return
     if any(r.energy_j is None for r in record.runs):
@@ -378,7 +422,9 @@ def measure(
     except MeasurementError as e:  # the raw samples are archived; assess --measurements reports it as an error
         sys.stderr.write(f"warning: net energy not resolvable: {e}\n")
         return
-    lo, hi = m.net.ci95_j
+    if m.unresolved:
+        sys.stderr.write(f"warning: {m.unresolved}\n")
+    lo, hi = m.ci95_j
     idle = f", idle {m.idle_power_w:.4g} W" if m.idle_power_w is not None else ""
     typer.echo(f"{record.meter.kind} ({', '.join(m.domains)}): net {m.energy_j * 1e3:.4g} mJ per inference "
                f"(95 % CI {lo * 1e3:.4g}..{hi * 1e3:.4g} mJ, {m.interval_method}); baseline "
@@ -598,10 +644,22 @@ def verify_cmd(
     label: Path = typer.Argument(..., help="A label JSON file, or a model with an embedded label.", show_default=False),
     model: Optional[Path] = typer.Option(None, "--model", help="The model the label is for: its sha256 must match."),
     public_key: Optional[Path] = typer.Option(None, "--public-key", help="The issuer's public key (KEY.pub from keygen)."),
+    record: Optional[Path] = typer.Option(
+        None, "--record", help="The measurement record a measured label names: recompute its energy and compare."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="With --record: the external meter's log it names."),
 ) -> None:
     """Check a label's signature, key, model sha256 and data versions; each failure has its own exit code."""
     from eeki_label.verify import verify
 
+    if trace is not None and record is None:
+        raise UsageError("--trace needs --record")
+    if record is not None:  # the measurement first: an unsigned label's figures can still be recomputed
+        from eeki_label.energy.host import verify_measurement
+        from eeki_label.verify import looks_like_json, read_label_file
+
+        if not looks_like_json(label):
+            raise UsageError("--record needs the label as a JSON file")
+        typer.echo(verify_measurement(read_label_file(label)[1], record, trace))
     typer.echo(verify(label, model, public_key).summary())
 
 

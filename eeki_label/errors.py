@@ -155,7 +155,14 @@ class KeyFileError(EekiError):
     exit_code = 46
 
 
-# Measured energy: meters, measurement records, traces (README, "Exit codes" 50-52).
+class MeasurementMismatchError(EekiError):
+    """``verify --record/--trace``: the record or trace is not the one the label names (sha256), or the
+    energy recomputed from them differs from the label's."""
+
+    exit_code = 47
+
+
+# Measured energy: meters, measurement records, traces (README, "Exit codes" 50-53).
 
 
 class MeterUnavailableError(EekiError):
@@ -174,10 +181,18 @@ class MeasurementRecordError(EekiError):
 
 
 class MeasurementError(EekiError):
-    """A measurement ran but cannot give a figure (a meter failed mid-run, or the net energy per
-    inference is not positive: the meter cannot resolve the model against the baseline)."""
+    """A measurement ran but cannot give a figure (a meter failed mid-run, or a power meter or trace
+    holds fewer samples per scenario run than the rule set asks for)."""
 
     exit_code = 52
+
+
+class UnresolvedMeasurementError(EekiError):
+    """The measured label was written but not graded: the net energy's interval includes zero or is
+    wider than the rule set allows (``measurement`` section), so the meter does not resolve the model."""
+
+    exit_code = 53
+    label = "not resolved"
 
 
 class InternalError(EekiError):

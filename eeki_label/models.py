@@ -138,6 +138,27 @@ class MeasurementInfo(_Frozen):
     reference_class: str = Field(description="The device class whose estimated reference energy grades the host.")
     trace_file: Optional[str] = None
     trace_sha256: Optional[str] = None
+    statistical_ci95_j: Optional[tuple[float, float]] = Field(
+        default=None, description="The runs' 95 % Welch interval before the quantisation bound is added (joules).")
+    quantisation_j: Optional[float] = Field(
+        default=None, description="Bound of the trace integration's remaining quantisation error, joules per "
+                                  "inference; inference.energy_j_ci95 is the statistical interval widened by it.")
+    sample_interval_s: Optional[float] = Field(default=None, description="Median spacing of the meter's samples.")
+    min_samples_per_run: Optional[int] = Field(
+        default=None, description="Fewest meter samples in a scenario run (power meters and traces).")
+    sample_mode: Optional[str] = Field(
+        default=None, description="What a trace sample stands for: mean-preceding, mean-following or instant.")
+    trace_integration: Optional[str] = Field(default=None, description="How run energies were integrated from the trace.")
+    clock_offset_s: Optional[float] = Field(
+        default=None, description="Logger clock minus tool clock, seconds, removed from the trace's timestamps.")
+    clock_offset_source: Optional[str] = Field(default=None, description="How the clock offset was found.")
+    resolved: Optional[bool] = Field(
+        default=None, description="Whether the measurement passed the rule set's resolution gate (false: class null).")
+    resolution_rule: Optional[str] = Field(default=None, description="Where the gate's values came from.")
+    reference_basis: Optional[str] = Field(
+        default=None, description="What the reference energy is: measured here, or estimated on another class.")
+    reference_measured: Optional[bool] = Field(
+        default=None, description="True when the reference was measured on this machine with the same protocol.")
 
 
 class QualityInfo(_Frozen):

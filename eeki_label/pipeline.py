@@ -7,6 +7,7 @@ No printing, no files: the CLI renders and writes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -20,8 +21,9 @@ from eeki_label import __version__
 from eeki_label.catalogue import Catalogue, WorkProfile, load_catalogue
 from eeki_label.energy.devices import DeviceClass, DeviceRegistry, load_devices
 from eeki_label.energy.estimate import EnergyFigure, estimate_inference
-from eeki_label.energy.host import HOST_CLASS_ID, HostOptions, host_labels
-from eeki_label.energy.host import prepare as prepare_host
+from eeki_label.energy import host as _host
+from eeki_label.energy.host import HOST_CLASS_ID, HostOptions
+from eeki_label.energy.measure import MeasurementRules
 from eeki_label.model_io import LoadedModel, LoadLimits, load_model, load_related
 from eeki_label.models import (
     CatalogueInfo, DeviceClassInfo, DeviceDataInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
@@ -151,7 +153,8 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     others = tuple(c for c in requested if c != HOST_CLASS_ID)
     classes = ctx.devices.select(others) if others else ()
     # host: check the meter (or read the record) before the expensive stages
-    host_plan = prepare_host(options.host or HostOptions()) if HOST_CLASS_ID in requested else None
+    host_plan = (_host.prepare(options.host or HostOptions(), MeasurementRules.of(ctx.rules))
+                 if HOST_CLASS_ID in requested else None)
     training_devices = ctx.devices.with_shipped_fallback(ctx.catalogue)
     if options.recycling.training_device_class:
         training_devices.get(options.recycling.training_device_class)  # unknown class: fail early
@@ -245,6 +248,52 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
             recycling = recycling_info(with_coded_update(recycled, *delta_update_bytes(transfer)), static.weight_bytes)
             labels = [lab.model_copy(update={"recycling": recycling}) for lab in labels]
     return Assessment(LabelSet(labels=labels), transfer)
+
+
+def host_labels(plan: "_host.HostPlan", loaded, static, runtime, shapes, ctx: Context, graded: "GradedTask",
+                options: AssessOptions, issued_at: str, step, **label_kwargs) -> list[Label]:
+    """The ``host`` label (measured; energy/host.py), or with ``--allow-estimate`` and nothing measurable,
+    the estimated label of the reference class with a note saying why."""
+    from eeki_label.energy.measure import analyse, check_record_matches
+
+    hopts = plan.options
+    work = work_of(static)
+    if plan.unavailable is not None:
+        ref = ctx.devices.get(_host.reference_class_id(hopts, None))
+        label = build_label(loaded, static, runtime, ref,
+                            estimate_inference(work, ref, static.activation_peak_elements), ctx, graded, options,
+                            issued_at, **label_kwargs)
+        return [_with_note(label, _host.fallback_note(plan.unavailable, ref), first=True)]
+    rules = MeasurementRules.of(ctx.rules)
+    record, record_sha = plan.record, plan.record_sha256
+    if record is None:
+        record = _host.complete_record(_host.measure_record(loaded, shapes, hopts, progress=step), hopts, rules)
+    else:
+        check_record_matches(record, loaded, shapes)
+    ref = ctx.devices.get(_host.reference_class_id(hopts, record))
+    m = analyse(record, rules)
+    figure = _host.measured_figure(m, record)
+    if m.unresolved is not None:  # not graded: the mean may be zero or negative; finish_label restores it
+        figure = dataclasses.replace(figure, energy_j=None, fit_reason=m.unresolved)
+    label = build_label(loaded, static, runtime, _host.host_device_class(ref, record), figure,
+                        ctx, graded, options, issued_at, **label_kwargs)
+    estimate = estimate_inference(work, ref, static.activation_peak_elements)
+    measured_ref = None
+    if plan.references:  # like with like: references measured on this machine
+        task = graded.resolution.task
+        refs = ctx.catalogue.for_task(graded.resolution.id) if graded.reason is None else []
+        measured_ref = _host.measured_reference(plan.references, record, refs, options.accuracy,
+                                                task.higher_is_better if task else True)
+        if measured_ref is None:
+            label = _with_note(label, "host: no reference measured on this machine reaches the declared quality; "
+                                      "graded against the estimated reference of the reference class")
+    return [_host.finish_label(label, m, record, record_sha, ref, estimate, ctx.rules, measured_ref)]
+
+
+def _with_note(label: Label, note: str, first: bool = False) -> Label:
+    notes = [note, *label.label.notes] if first else [*label.label.notes, note]
+    grade_ = label.label.model_copy(update={"notes": notes})
+    return label.model_copy(update={"label": grade_})
 
 
 def reference_energy(ctx: Context, dc: DeviceClass):

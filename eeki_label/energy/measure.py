@@ -23,6 +23,7 @@ subtracted: the energy of an inference includes whatever a loaded session adds w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import gc
 import hashlib
@@ -41,7 +42,8 @@ from pydantic import ValidationError
 
 from eeki_label import __version__
 from eeki_label.energy.meters import (
-    LiveMeter, MeterInfo, PowerTrace, integrate_power_j, load_trace, window_energy_j,
+    READING_COUNTER, TRACE_INTEGRATION, LiveMeter, MeterInfo, PowerTrace, integrate_power_j, load_trace,
+    window_energy_j,
 )
 from eeki_label.energy.record import (
     RECORD_FORMAT, RECORD_FORMAT_VERSION, MeasurementRecord, RecordHost, RecordMeter, RecordModel, RecordRun,
@@ -297,38 +299,149 @@ def markers_csv(record: MeasurementRecord) -> str:
     return buf.getvalue()
 
 
-def attach_trace(record: MeasurementRecord, trace: PowerTrace) -> MeasurementRecord:
-    """The record with the external meter's samples and every run's energy integrated from them."""
+@dataclass(frozen=True)
+class MeasurementRules:
+    """The rule set's ``measurement`` section (rules/README.md): sampling minimum, resolution gate and
+    clock alignment. Rule sets without the section get the values of eeki-rules 2.0.0, where it was
+    introduced (:data:`FIRST_MEASUREMENT_RULES`)."""
+
+    min_samples_per_scenario_run: int = 5
+    max_relative_ci95_width: float = 0.5
+    offset_search_s: float = 60.0
+    offset_max_auto_s: float = 10.0
+    offset_min_explained: float = 0.5
+    source: str = "eeki-rules 2.0.0 measurement section"
+
+    @classmethod
+    def of(cls, rules) -> "MeasurementRules":
+        raw = getattr(rules, "raw", None) or {}
+        sec = raw.get("measurement")
+        if not isinstance(sec, dict):
+            return cls(source=f"eeki-rules {getattr(rules, 'version', '?')} has no measurement section: the values "
+                              "of eeki-rules 2.0.0 apply")
+        try:
+            off = sec.get("clock_offset", {})
+            return cls(int(sec["min_samples_per_scenario_run"]), float(sec["max_relative_ci95_width"]),
+                       float(off["search_s"]), float(off["max_auto_s"]), float(off["min_explained"]),
+                       f"eeki-rules {rules.version} measurement section")
+        except (KeyError, TypeError, ValueError) as e:
+            from eeki_label.errors import CatalogueError
+
+            raise CatalogueError(f"rule set {getattr(rules, 'version', '?')}: measurement section is incomplete: {e}") from e
+
+
+FIRST_MEASUREMENT_RULES = MeasurementRules()
+
+
+def _stored_trace(trace: PowerTrace, first: float, last: float, margin: int = 3) -> PowerTrace:
+    """The samples that cover [first, last] and ``margin`` more on each side: what a record keeps, and
+    what its energies are integrated from (so a replay from the record gives the same joules)."""
+    import numpy as np
+
+    t = np.asarray(trace.times_unix_s)
+    lo = max(int(np.searchsorted(t, first, side="right")) - 1 - margin, 0)
+    hi = min(int(np.searchsorted(t, last, side="left")) + 1 + margin, len(t))
+    return dataclasses.replace(trace, times_unix_s=trace.times_unix_s[lo:hi], power_w=trace.power_w[lo:hi])
+
+
+def _offset_text(x: float) -> str:
+    return f"{x:+.3f} s"
+
+
+def align_trace(record: MeasurementRecord, trace: PowerTrace, settings: TraceSettings,
+                rules: MeasurementRules = FIRST_MEASUREMENT_RULES) -> tuple[PowerTrace, float, str, list[str]]:
+    """Apply the clock offset (logger clock minus tool clock): the given one (``--trace-offset-s``) or
+    the one the power steps show (:mod:`eeki_label.energy.align`). Returns the shifted trace, the offset,
+    how it was found, and notes. Refuses (:class:`MeasurementRecordError`, naming the offset) a detected
+    offset larger than the rule set's ``max_auto_s`` or an ambiguous one."""
+    from eeki_label.energy.align import scan_offset
+
+    runs = [(r.phase, r.start_unix_s, r.end_unix_s) for r in record.runs]
+    dt = trace.median_interval_s()
+    notes: list[str] = []
+    if settings.clock_offset_s is not None:
+        off = float(settings.clock_offset_s)
+        shifted = trace.shifted(-off)
+        scan = scan_offset(shifted.times_unix_s, shifted.power_w, runs, min(rules.offset_search_s, 5.0), dt,
+                           rules.offset_min_explained)
+        if scan.status == "detected":
+            notes.append(f"after the given clock offset {_offset_text(off)} the power steps still lie "
+                         f"{_offset_text(scan.offset_s)} from the markers (logger clock minus tool clock)")
+        return shifted, off, "given (--trace-offset-s)", notes
+    scan = scan_offset(trace.times_unix_s, trace.power_w, runs, rules.offset_search_s, dt, rules.offset_min_explained)
+    if scan.status == "ambiguous":
+        raise MeasurementRecordError(
+            f"trace {trace.file_name}: the power steps fit the run markers at two clock offsets, {_offset_text(scan.offset_s)} "
+            f"and {_offset_text(scan.second_s or 0.0)} (logger clock minus tool clock): give the right one with "
+            "--trace-offset-s")
+    if scan.status == "detected":
+        if abs(scan.offset_s) > rules.offset_max_auto_s:
+            raise MeasurementRecordError(
+                f"trace {trace.file_name}: the power steps line up with the run markers at a clock offset of "
+                f"{_offset_text(scan.offset_s)} (logger clock minus tool clock), more than the "
+                f"{rules.offset_max_auto_s:g} s corrected automatically: check that the trace belongs to this "
+                f"record, then give --trace-offset-s {scan.offset_s:.3f}")
+        notes.append(f"the logger clock was {_offset_text(scan.offset_s)} off the tool clock (found from the power "
+                     f"steps to {scan.resolution_s:.2g} s); corrected")
+        return trace.shifted(-scan.offset_s), scan.offset_s, f"detected from the power steps (+-{scan.resolution_s:.2g} s)", notes
+    if scan.status == "aligned":
+        return trace, 0.0, f"checked: the power steps lie at the markers (within {dt:.3g} s)", notes
+    notes.append("the trace shows no distinct power steps between the phases, so its clock could not be checked "
+                 "against the markers; offset 0 assumed (give --trace-offset-s if the logger's clock is off)")
+    return trace, 0.0, "undetectable (no distinct power steps; 0 assumed)", notes
+
+
+def attach_trace(record: MeasurementRecord, trace: PowerTrace, settings: TraceSettings | None = None,
+                 rules: MeasurementRules = FIRST_MEASUREMENT_RULES) -> MeasurementRecord:
+    """The record with the external meter's samples and every run's energy integrated from them
+    (clock aligned first: :func:`align_trace`; integration step-exact: :func:`step_window_energy`)."""
     if record.meter.kind != "trace":
         raise MeasurementRecordError(f"the record was measured with {record.meter.kind}, not an external trace")
     if not record.runs:
         raise MeasurementRecordError("the record has no runs")
+    settings = settings or record.trace_settings or TraceSettings()
     first = min(r.start_unix_s for r in record.runs)
     last = max(r.end_unix_s for r in record.runs)
-    if trace.times_unix_s[0] > first or trace.times_unix_s[-1] < last:
+    if trace.times_unix_s[-1] < first or trace.times_unix_s[0] > last:
         raise MeasurementRecordError(
             f"trace {trace.file_name} spans {_iso(trace.times_unix_s[0])} .. {_iso(trace.times_unix_s[-1])}, the runs "
-            f"{_iso(first)} .. {_iso(last)}: it does not cover them (wrong file, or a clock offset: --trace-offset-s)")
+            f"{_iso(first)} .. {_iso(last)}: they do not overlap (wrong file, or a clock offset: --trace-offset-s, "
+            "logger clock minus tool clock)")
+    aligned, offset, source, notes = align_trace(record, trace, settings, rules)
+    if aligned.times_unix_s[0] > first or aligned.times_unix_s[-1] < last:
+        raise MeasurementRecordError(
+            f"trace {trace.file_name} spans {_iso(aligned.times_unix_s[0])} .. {_iso(aligned.times_unix_s[-1])} "
+            f"(clock offset {_offset_text(offset)} applied), the runs {_iso(first)} .. {_iso(last)}: it does not cover "
+            "them (an incomplete log, or a clock offset: --trace-offset-s, logger clock minus tool clock)")
+    kept_trace = _stored_trace(aligned, first, last)
     domain = record.meter.domains[0]
-    runs = [r.model_copy(update={"energy_j": {domain: trace.energy_j(r.start_unix_s, r.end_unix_s)}})
+    runs = [RecordRun.model_validate({**r.model_dump(),
+                                      "energy_j": {domain: kept_trace.energy_j(r.start_unix_s, r.end_unix_s)}})
             for r in record.runs]
-    runs = [RecordRun.model_validate(r.model_dump()) for r in runs]
-    samples = trace.window(first, last)
     kept = RecordTrace(format=trace.source_format, file_name=trace.file_name, sha256=trace.sha256,
-                       series=trace.series, offset_s=trace.offset_s, samples=[list(s) for s in samples])
-    notes = list(record.notes)
-    step = trace.median_interval_s()
-    shortest = min(r.end_unix_s - r.start_unix_s for r in record.runs)
-    if step > shortest / 10:
-        notes.append(f"the trace's median sample interval ({step:.3g} s) is coarse against the shortest run "
-                     f"({shortest:.3g} s): longer runs (--run-seconds) integrate more precisely")
+                       series=trace.series, offset_s=kept_trace.offset_s,
+                       samples=[[a, b] for a, b in zip(kept_trace.times_unix_s, kept_trace.power_w)],
+                       sample_mode=kept_trace.sample_mode, integration=TRACE_INTEGRATION, clock_offset_s=offset,
+                       clock_offset_source=source, median_interval_s=trace.median_interval_s())
+    notes = [n for n in record.notes if not n.startswith("trace: ")] + [f"trace: {n}" for n in notes]
     return MeasurementRecord.model_validate({**record.model_dump(), "runs": [r.model_dump() for r in runs],
                                              "trace": kept.model_dump(), "notes": notes})
 
 
-def load_trace_for(record: MeasurementRecord, path) -> PowerTrace:
-    s = record.trace_settings or TraceSettings()
-    return load_trace(path, s.format, s.field, s.precision, s.offset_s)
+def record_trace(record: MeasurementRecord) -> PowerTrace | None:
+    """The stored trace samples as a :class:`PowerTrace` (energies are integrated from these)."""
+    tr = record.trace
+    if tr is None:
+        return None
+    return PowerTrace(tuple(p[0] for p in tr.samples), tuple(p[1] for p in tr.samples), tr.format, tr.file_name,
+                      tr.sha256, tr.series, tr.offset_s, tr.sample_mode or "instant")
+
+
+def load_trace_for(record: MeasurementRecord, path, settings: TraceSettings | None = None) -> PowerTrace:
+    """Read the trace of a record taken with ``--meter trace``; ``settings`` (from the command line)
+    override the record's own."""
+    s = settings or record.trace_settings or TraceSettings()
+    return load_trace(path, s.format, s.field, s.precision, s.offset_s, s.sample_mode)
 
 
 #: Largest measurement record accepted, bytes (a record of the default protocol is well under 1 MB).
@@ -387,9 +500,15 @@ def check_consistency(record: MeasurementRecord, name: str = "record") -> None:
         if info.kind == "trace":
             if record.trace is None:
                 raise MeasurementRecordError(f"measurement record {name}: energies without the trace they came from")
-            t = [p[0] for p in record.trace.samples]
-            w = [p[1] for p in record.trace.samples]
-            again = {info.domains[0]: integrate_power_j(t, w, r.start_unix_s, r.end_unix_s)}
+            if record.trace.integration == TRACE_INTEGRATION:
+                again = {info.domains[0]: record_trace(record).energy_j(r.start_unix_s, r.end_unix_s)}
+            elif record.trace.integration is None:  # eeki-label 0.2: linear interpolation
+                t = [p[0] for p in record.trace.samples]
+                w = [p[1] for p in record.trace.samples]
+                again = {info.domains[0]: integrate_power_j(t, w, r.start_unix_s, r.end_unix_s)}
+            else:
+                raise MeasurementRecordError(
+                    f"measurement record {name}: unknown trace integration {record.trace.integration!r}")
         else:
             again = {d: window_energy_j(info, d, [tuple(p) for p in r.samples.get(d, [])]) for d in info.domains}
         for d, e in r.energy_j.items():
@@ -431,6 +550,16 @@ class MeasuredEnergy:
     scenario_power_w: float
     duration_s_per_inference: float
     notes: tuple[str, ...]
+    quantisation_j: float = 0.0
+    """Bound of the integration's remaining quantisation error of the mean, joules per inference."""
+    ci95_j: tuple[float, float] = (0.0, 0.0)
+    """The statistical interval widened by ``quantisation_j`` on both sides: the label's interval."""
+    min_samples_per_run: int | None = None
+    """Fewest meter samples inside a scenario run (power meters and traces); None for energy counters."""
+    sample_interval_s: float | None = None
+    unresolved: str | None = None
+    """Why the rule set's resolution gate refuses a grade (None: resolved)."""
+    rules_source: str = ""
 
     @property
     def energy_j(self) -> float:
@@ -441,8 +570,13 @@ def _run_energy(r: RecordRun) -> float:
     return math.fsum(r.energy_j.values())
 
 
-def analyse(record: MeasurementRecord) -> MeasuredEnergy:
-    """Net energy per inference and its interval from a record (see the module docstring)."""
+def analyse(record: MeasurementRecord, rules: MeasurementRules = FIRST_MEASUREMENT_RULES) -> MeasuredEnergy:
+    """Net energy per inference and its interval from a record (see the module docstring).
+
+    The interval is the Welch interval of the runs widened by the bound of the integration's remaining
+    quantisation error (trace records). Refuses (:class:`MeasurementError`) a power meter or trace with
+    fewer than the rule set's ``min_samples_per_scenario_run`` samples in a scenario run; reports in
+    ``unresolved`` when the resolution gate withholds the grade."""
     if any(r.energy_j is None for r in record.runs):
         raise MeasurementRecordError(
             "the record has no energies yet: it was taken with --meter trace; give the meter's log with --trace FILE")
@@ -459,25 +593,58 @@ def analyse(record: MeasurementRecord) -> MeasuredEnergy:
 
     if any(span(r) <= 0 for r in base + idle + scen):
         raise MeasurementRecordError("a run of the record has zero duration")
+    notes = list(record.notes)
+    bounds: dict[int, float] = {}
+    min_samples = interval = None
+    trace = record_trace(record) if info.kind == "trace" else None
+    if trace is not None:
+        windows = {r.seq: trace.window_energy(r.start_unix_s, r.end_unix_s) for r in record.runs}
+        interval = record.trace.median_interval_s or trace.median_interval_s()
+        if record.trace.integration == TRACE_INTEGRATION:
+            bounds = {k: w.bound_j for k, w in windows.items()}
+        else:
+            notes.append("the trace was integrated by linear interpolation (a record of eeki-label 0.2); give the "
+                         "trace again (--trace) for step-exact integration and its quantisation bound")
+        min_samples = min(windows[r.seq].samples for r in scen)
+    elif info.reading != READING_COUNTER:
+        min_samples = min(len(r.samples[info.domains[0]]) for r in scen)
+        interval = record.setup.sample_interval_s or None
+    if min_samples is not None and min_samples < rules.min_samples_per_scenario_run:
+        worst = min(scen, key=lambda r: (windows[r.seq].samples if trace is not None
+                                         else len(r.samples[info.domains[0]])))
+        rate = f"samples every {interval:.3g} s" if interval else "its sampling"
+        raise MeasurementError(
+            f"scenario run {worst.index} ({span(worst):.3g} s) holds {min_samples} meter sample(s) ({rate}); the rule "
+            f"set asks for at least {rules.min_samples_per_scenario_run} per run: use longer runs (--run-seconds) or a "
+            "faster meter")
     try:
         net = net_energy_per_inference([_run_energy(r) for r in scen], [span(r) for r in scen],
                                        [r.inferences for r in scen], [_run_energy(r) for r in base],
                                        [span(r) for r in base])
     except ValueError as e:
         raise MeasurementRecordError(str(e)) from e
-    if not net.mean_j > 0:
-        raise MeasurementError(
-            f"net energy per inference is not positive ({net.mean_j * 1e3:.4g} mJ; baseline {net.baseline_power_w:.4g} W): "
-            "the meter cannot resolve this model against the baseline; use longer runs (--run-seconds) or a finer meter")
+    tau = math.fsum(span(r) / r.inferences for r in scen) / len(scen)
+    quant = 0.0
+    if bounds:
+        quant = (math.fsum(bounds[r.seq] / r.inferences for r in scen) / len(scen)
+                 + tau * math.fsum(bounds[r.seq] / span(r) for r in base) / len(base))
+    lo, hi = net.ci95_j[0] - quant, net.ci95_j[1] + quant
     idle_w = mean_var([_run_energy(r) / span(r) for r in idle])[0] if idle else None
     scen_w = mean_var([_run_energy(r) / span(r) for r in scen])[0]
-    notes = list(record.notes)
-    if net.ci95_j[0] <= 0:
-        notes.append("the 95 % interval of the net energy reaches zero: the model's energy is barely above the "
-                     "baseline's scatter")
+    unresolved = None
+    if not net.mean_j > 0 or lo <= 0:
+        unresolved = (f"the 95 % interval of the net energy per inference ({lo * 1e3:.4g} .. {hi * 1e3:.4g} mJ) "
+                      f"includes zero: the meter does not resolve this model against the baseline "
+                      f"({net.baseline_power_w:.4g} W); use more or longer runs or a finer meter")
+    elif (hi - lo) > rules.max_relative_ci95_width * net.mean_j:
+        unresolved = (f"the 95 % interval of the net energy per inference ({lo * 1e3:.4g} .. {hi * 1e3:.4g} mJ) is "
+                      f"{(hi - lo) / net.mean_j:.0%} of the estimate, wider than the rule set's "
+                      f"{rules.max_relative_ci95_width:.0%}; use more or longer runs or a finer meter")
     return MeasuredEnergy(
         net=net, interval_method=INTERVAL_METHOD, meter=info.kind, domains=info.domains,
         baseline_runs=len(base), idle_runs=len(idle), scenario_runs=len(scen),
         inferences_per_run=record.setup.inferences_per_run, idle_power_w=idle_w, scenario_power_w=scen_w,
-        duration_s_per_inference=math.fsum(span(r) / r.inferences for r in scen) / len(scen), notes=tuple(notes),
+        duration_s_per_inference=tau, notes=tuple(notes), quantisation_j=quant, ci95_j=(lo, hi),
+        min_samples_per_run=min_samples, sample_interval_s=interval, unresolved=unresolved,
+        rules_source=rules.source,
     )

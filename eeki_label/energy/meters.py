@@ -20,7 +20,9 @@ our own.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import io
 import math
@@ -119,6 +121,109 @@ def integrate_power_j(times_s: Sequence[float], power_w: Sequence[float], start_
     tt = np.concatenate(([start_s], t[inside], [end_s]))
     pp = np.concatenate(([np.interp(start_s, t, p)], p[inside], [np.interp(end_s, t, p)]))
     return float(np.sum((tt[1:] - tt[:-1]) * (pp[1:] + pp[:-1]) / 2.0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step-exact integration of an external meter's trace
+
+SAMPLE_MODES = ("auto", "mean-preceding", "mean-following", "instant")
+"""What one sample of a trace stands for. ``mean-preceding``: the mean power over the interval that ends
+at its timestamp (power analysers average over their update period and stamp its end); ``mean-following``:
+the mean over the interval that starts at its timestamp (loggers that stamp the start of the averaging
+period); ``instant``: the power at its timestamp (a reading polled at that moment), standing for the
+interval from the midpoint before to the midpoint after it. ``auto``: per format, :data:`DEFAULT_SAMPLE_MODE`."""
+
+DEFAULT_SAMPLE_MODE = {"csv": "mean-preceding", "line-protocol": "instant"}
+"""CSV logs of power analysers carry means over the update period stamped at its end; Telegraf (line
+protocol) stamps each reading with the moment it was collected."""
+
+TRACE_INTEGRATION = "step-exact-v1"
+"""How run energies are integrated from a trace (:func:`step_window_energy`); records of eeki-label 0.2
+and earlier (no ``integration`` field) used linear interpolation (:func:`integrate_power_j`)."""
+
+
+def resolve_sample_mode(mode: str, source_format: str) -> str:
+    if mode not in SAMPLE_MODES:
+        raise MeasurementRecordError(f"unknown trace sample mode {mode!r}; use {', '.join(SAMPLE_MODES)}")
+    return DEFAULT_SAMPLE_MODE.get(source_format, "mean-preceding") if mode == "auto" else mode
+
+
+def sample_supports(t: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (UNIX seconds) of the interval each sample stands for. The first (``mean-preceding``)
+    or last (``mean-following``) sample's interval has the median sample spacing."""
+    if len(t) < 2:
+        raise MeasurementRecordError("a trace needs at least two samples")
+    med = float(np.median(np.diff(t)))
+    if mode == "mean-preceding":
+        return np.concatenate(([t[0] - med], t[:-1])), t.copy()
+    if mode == "mean-following":
+        return t.copy(), np.concatenate((t[1:], [t[-1] + med]))
+    if mode == "instant":
+        mid = (t[:-1] + t[1:]) / 2.0
+        return np.concatenate(([t[0] - med / 2.0], mid)), np.concatenate((mid, [t[-1] + med / 2.0]))
+    raise MeasurementRecordError(f"unknown trace sample mode {mode!r}; use {', '.join(SAMPLE_MODES[1:])}")
+
+
+@dataclass(frozen=True)
+class WindowEnergy:
+    """One run window integrated from a trace."""
+
+    energy_j: float
+    bound_j: float
+    """Bound of the remaining quantisation error (joules): per edge, the stretch whose samples mix the
+    inside and the outside of the window times the spread of the power around the edge."""
+    samples: int
+    """Sample timestamps inside [start, end]."""
+    clean: int
+    """Samples whose neighbours are inside the window too (their interval lies inside it under every mode)."""
+
+
+def step_window_energy(t: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray, start_s: float,
+                       end_s: float) -> WindowEnergy:
+    """Joules over [start_s, end_s] from samples ``p`` (watts) at ``t`` standing for intervals [a, b].
+
+    Each sample counts with the part of its interval inside the window (partial-interval weights). The
+    protocol changes what the machine does at the run markers, so power is taken to step there: a
+    sample near an edge (one whose neighbour lies outside the window) may mix the two sides, and its
+    inside part is valued at the nearest *clean* sample (both neighbours inside). A step-shaped trace
+    whose steps lie at the markers is then integrated exactly, whatever the sample mode. Where the
+    step lies elsewhere inside that mixed stretch, the error is at most the stretch's length times the
+    spread of the power around the edge: :attr:`WindowEnergy.bound_j`."""
+    if end_s < start_s:
+        raise MeasurementRecordError(f"interval ends before it starts ({start_s} > {end_s})")
+    n = len(t)
+    if n < 2 or a[0] > start_s or b[-1] < end_s:
+        span = f"{a[0]:.3f}..{b[-1]:.3f}" if n else "nothing"
+        raise MeasurementRecordError(f"the power samples ({span}) do not cover the interval {start_s:.3f}..{end_s:.3f}")
+    lo = int(np.searchsorted(b, start_s, side="right"))
+    hi = int(np.searchsorted(a, end_s, side="left"))
+    k = np.arange(lo, hi)
+    w = np.clip(np.minimum(b[k], end_s) - np.maximum(a[k], start_s), 0.0, None)
+    inside = int(np.count_nonzero((t >= start_s) & (t <= end_s)))
+    prev_in = (k >= 1) & (t[np.maximum(k - 1, 0)] >= start_s)
+    next_in = (k <= n - 2) & (t[np.minimum(k + 1, n - 1)] <= end_s)
+    clean = prev_in & next_in & (t[k] >= start_s) & (t[k] <= end_s)
+    v = p[k].astype(float)
+    bound = 0.0
+    if clean.any():
+        ci = k[clean]
+        pos = np.clip(np.searchsorted(ci, k), 1, len(ci) - 1) if len(ci) > 1 else np.zeros(len(k), dtype=int)
+        if len(ci) > 1:
+            left, right = ci[pos - 1], ci[pos]
+            nearest = np.where(np.abs(k - left) <= np.abs(right - k), left, right)
+        else:
+            nearest = np.full(len(k), ci[0])
+        v = np.where(clean, p[k], p[nearest])
+        first, last = int(ci[0]), int(ci[-1])
+        lead = max(a[first] - start_s, 0.0)  # mixed stretch at the start edge
+        tail = max(end_s - b[last], 0.0)
+        spread_lo = p[max(lo - 1, 0):first + 1]
+        spread_hi = p[last:min(hi + 1, n)]
+        bound = lead * float(spread_lo.max() - spread_lo.min()) + tail * float(spread_hi.max() - spread_hi.min())
+    else:  # no clean sample: plain partial weights; every part of the window may be mixed
+        around = p[max(lo - 1, 0):min(hi + 1, n)]
+        bound = (end_s - start_s) * float(around.max() - around.min())
+    return WindowEnergy(float(np.dot(w, v)), float(bound), inside, int(np.count_nonzero(clean)))
 
 
 def window_energy_j(info: MeterInfo, domain: str, samples: Sequence[Sample]) -> float:
@@ -491,11 +596,31 @@ class PowerTrace:
     series: str
     """Which column or line-protocol series/field gave the watts."""
     offset_s: float = 0.0
-    """Added to the file's timestamps (a known clock offset of the meter's logger)."""
+    """Added to the file's timestamps: minus the logger's clock offset (logger clock minus tool clock)."""
+    sample_mode: str = "mean-preceding"
+    """What a sample stands for (:data:`SAMPLE_MODES`): the mean power of the interval before or after its
+    timestamp, or the power at that instant."""
 
     def energy_j(self, start_unix_s: float, end_unix_s: float) -> float:
-        """Joules over [start, end] (trapezoidal rule, boundaries interpolated)."""
-        return integrate_power_j(self.times_unix_s, self.power_w, start_unix_s, end_unix_s)
+        """Joules over [start, end], step-exact (:func:`step_window_energy`)."""
+        return self.window_energy(start_unix_s, end_unix_s).energy_j
+
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        t = np.asarray(self.times_unix_s, dtype=float)
+        a, b = sample_supports(t, self.sample_mode)
+        return t, np.asarray(self.power_w, dtype=float), a, b
+
+    def window_energy(self, start_unix_s: float, end_unix_s: float) -> "WindowEnergy":
+        return step_window_energy(*self._arrays, start_unix_s, end_unix_s)
+
+    def with_sample_mode(self, mode: str) -> "PowerTrace":
+        return dataclasses.replace(self, sample_mode=resolve_sample_mode(mode, self.source_format))
+
+    def shifted(self, seconds: float) -> "PowerTrace":
+        """The trace with ``seconds`` added to every timestamp (and to ``offset_s``)."""
+        return dataclasses.replace(self, times_unix_s=tuple(x + seconds for x in self.times_unix_s),
+                                   offset_s=self.offset_s + seconds)
 
     def median_interval_s(self) -> float:
         t = np.asarray(self.times_unix_s)
@@ -697,9 +822,15 @@ MAX_TRACE_BYTES = 256 * 1024**2
 
 
 def load_trace(path: "str | Path", fmt: str = "auto", field_name: str | None = None, precision: str = "ns",
-               offset_s: float = 0.0) -> PowerTrace:
+               offset_s: float = 0.0, sample_mode: str = "auto") -> PowerTrace:
     """Read an external meter's trace. ``fmt`` ``auto`` takes ``.csv`` (or a first line with a comma
-    or semicolon and no '=') as CSV, anything else as line protocol."""
+    or semicolon and no '=') as CSV, anything else as line protocol. ``offset_s`` is added to the
+    timestamps; ``sample_mode`` says what a sample stands for (:data:`SAMPLE_MODES`)."""
+    trace = _load_trace(path, fmt, field_name, precision, offset_s)
+    return trace.with_sample_mode(sample_mode)
+
+
+def _load_trace(path: "str | Path", fmt: str, field_name: str | None, precision: str, offset_s: float) -> PowerTrace:
     from eeki_label.fileio import read_regular_file
 
     path = Path(path)

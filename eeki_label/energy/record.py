@@ -99,8 +99,19 @@ class RecordTrace(_Frozen):
     file_name: str
     sha256: str = Field(description="sha256 of the trace file the samples were read from.")
     series: str
-    offset_s: float
+    offset_s: float = Field(description="Seconds added to the file's timestamps (minus clock_offset_s).")
     samples: list[tuple[float, float]]
+    sample_mode: Optional[Literal["mean-preceding", "mean-following", "instant"]] = Field(
+        default=None, description="What a sample stands for (eeki_label.energy.meters.SAMPLE_MODES); null: "
+                                  "a record of eeki-label 0.2, integrated by linear interpolation.")
+    integration: Optional[str] = Field(
+        default=None, description="How run energies were integrated (step-exact-v1); null: linear interpolation.")
+    clock_offset_s: Optional[float] = Field(
+        default=None, description="Logger clock minus tool clock, seconds, subtracted from the file's timestamps.")
+    clock_offset_source: Optional[str] = Field(
+        default=None, description="How the offset was found: given (--trace-offset-s), detected from the power "
+                                  "steps, aligned (steps already at the markers) or undetectable (no steps; 0 used).")
+    median_interval_s: Optional[float] = Field(default=None, description="Median sample spacing of the trace, seconds.")
 
 
 class TraceSettings(_Frozen):
@@ -109,7 +120,10 @@ class TraceSettings(_Frozen):
     format: Literal["auto", "csv", "line-protocol"] = "auto"
     field: Optional[str] = None
     precision: Literal["s", "ms", "us", "ns"] = "ns"
-    offset_s: float = 0.0
+    offset_s: float = Field(default=0.0, description="Seconds added to the timestamps (records of eeki-label 0.2).")
+    clock_offset_s: Optional[float] = Field(
+        default=None, description="Logger clock minus tool clock, seconds (--trace-offset-s); null: detect it.")
+    sample_mode: Literal["auto", "mean-preceding", "mean-following", "instant"] = "auto"
 
 
 class MeasurementRecord(_Frozen):

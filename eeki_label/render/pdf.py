@@ -247,7 +247,14 @@ class LabelPage(Flowable):
         row_h, gap = 36, 6
         c.setFillColor(MUTED)
         c.setFont("Helvetica", 7.5)
-        c.drawString(x0, top + 6, "index = energy per inference / energy of the reference on this device class")
+        basis = getattr(lab.inference.measurement, "reference_basis", None) if lab.inference.measurement else None
+        measured_ref = basis and lab.inference.measurement.reference_measured
+        caption = ("index = measured energy per inference / energy of the reference MEASURED on this machine "
+                   "(same protocol)" if measured_ref else
+                   "index = measured energy per inference / ESTIMATED energy of the reference on "
+                   f"{lab.inference.measurement.reference_class!r} (no reference measured on this machine)" if basis
+                   else "index = energy per inference / energy of the reference on this device class")
+        c.drawString(x0, top + 6, _fit(caption, "Helvetica", 7.5, 330))
         thresholds = lab.label.thresholds
         for i, letter in enumerate(CLASSES):
             y = top - (i + 1) * (row_h + gap) + gap
@@ -506,6 +513,7 @@ def _details(doc, labels, signature, width) -> list:
                              f"{reps.inferences_per_run} inferences per scenario run"))
         if getattr(e, "domains", None):
             measured.append(("meter domains", ", ".join(e.domains)))
+        measured += measurement_rows(lab)
         out.append(KeepTogether([Paragraph(f"<b>{esc(dc.name)}</b> ({esc(dc.id)})", st["body"]), Spacer(1, 2), _kv([
             ("reference system", dc.reference_system),
             ("batch mode / precision", f"{dc.batch_mode} / {dc.precision}"),
@@ -659,3 +667,38 @@ def render_pdf(doc) -> bytes:
     document_id = hashlib.sha256(f"eeki-label pdf {doc_id}".encode()).digest()[:16]
     template.build(story, canvasmaker=_canvas_maker(first.issued_at, document_id))
     return buf.getvalue()
+
+
+def measurement_rows(lab) -> list[tuple[str, str]]:
+    """What an auditor needs to re-check a measured label (issue #18): interval, index interval, powers,
+    sampling, clock offset, hashes."""
+    mi = lab.inference.measurement
+    if mi is None:
+        return []
+    g = lab.label
+    rows = []
+    if mi.statistical_ci95_j is not None:
+        rows.append(("interval: runs' scatter + quantisation",
+                     f"{mj(mi.statistical_ci95_j[0])} - {mj(mi.statistical_ci95_j[1])} mJ, widened by "
+                     f"+-{mj(mi.quantisation_j or 0.0)} mJ (integration bound)"))
+    if g.index_ci95 is not None:
+        rows.append(("index interval", f"{sig(g.index_ci95[0], 4)} - {sig(g.index_ci95[1], 4)}"))
+    idle = f", idle {sig(mi.idle_power_w, 4)} W" if mi.idle_power_w is not None else ""
+    rows.append(("baseline / idle / scenario power",
+                 f"baseline {sig(mi.baseline_power_w, 4)} W (sd {sig(mi.baseline_power_w_std, 3)}){idle}, "
+                 f"scenario {sig(mi.scenario_power_w, 4)} W"))
+    if mi.sample_interval_s is not None or mi.min_samples_per_run is not None:
+        rows.append(("sampling", f"every {sig(mi.sample_interval_s, 3)} s ({mi.sample_mode or 'meter samples'}), "
+                                 f"at least {mi.min_samples_per_run} samples per scenario run"
+                                 + (f", {mi.trace_integration}" if mi.trace_integration else "")))
+    if mi.clock_offset_s is not None:
+        rows.append(("logger clock offset", f"{mi.clock_offset_s:+.3f} s (logger minus tool clock; "
+                                            f"{mi.clock_offset_source})"))
+    if mi.resolved is False:
+        rows.append(("resolution", f"not graded: {g.reason}"))
+    rows.append(("record sha256", mi.record_sha256 or "not archived (measured during assess)"))
+    if mi.trace_sha256:
+        rows.append(("trace sha256", f"{mi.trace_sha256} ({mi.trace_file})"))
+    if mi.reference_basis:
+        rows.append(("reference basis", mi.reference_basis))
+    return rows

@@ -174,9 +174,11 @@ def test_trace_energies_by_hand(tmp_path, fmt):
     trace = load_trace(path)
     assert trace.source_format == fmt
     assert trace.energy_j(T0, T0 + 2) == pytest.approx(20.0)  # 10 W x 2 s
-    # [T0+2.5, T0+3.5]: 10 -> 40 W ramp between T0+2 and T0+3: P(2.5) = 25 W;
-    # 0.5 s x (25 + 40) / 2 + 0.5 s x 40 W = 16.25 + 20 = 36.25 J
-    assert trace.energy_j(T0 + 2.5, T0 + 3.5) == pytest.approx(36.25)
+    # [T0+2.5, T0+3.5]: CSV samples are means over the second before them (the 40 W at T0+3 covers
+    # (T0+2, T0+3]), line-protocol samples are instants standing for +-0.5 s (T0+3 covers [T0+2.5, T0+3.5]):
+    # either way 40 W throughout, 40 J (linear interpolation gave 36.25 J)
+    assert trace.energy_j(T0 + 2.5, T0 + 3.5) == pytest.approx(40.0)
+    assert trace.sample_mode == ("mean-preceding" if fmt == "csv" else "instant")
     with pytest.raises(MeasurementRecordError, match="do not cover"):
         trace.energy_j(T0 + 4, T0 + 6)
 
