@@ -54,6 +54,24 @@ SEGMENTERS = [
     "fcn_resnet50",
     "deeplabv3_resnet50",
 ]
+# Catalogue 2.0 classifiers: name -> input shape at which the torchvision weights were evaluated
+# (the weights' transforms: crop_size; EfficientNetV2-S is evaluated at 384x384).
+CLASSIFIERS_2 = {
+    "mobilenet_v3_large": (1, 3, 224, 224),
+    "regnet_y_400mf": (1, 3, 224, 224),
+    "convnext_tiny": (1, 3, 224, 224),
+    "efficientnet_v2_s": (1, 3, 384, 384),
+    "vit_b_16": (1, 3, 224, 224),
+}
+# Catalogue 2.0 detectors: backbone + heads only (no transform, anchors, box decoding or NMS), at a
+# fixed square input: SSD/SSDlite resize to their fixed size (300/320); RetinaNet/FCOS resize the
+# shorter side to min_size=800, i.e. a square image is evaluated at 800x800.
+DETECTORS = {
+    "ssdlite320_mobilenet_v3_large": (1, 3, 320, 320),
+    "ssd300_vgg16": (1, 3, 300, 300),
+    "retinanet_resnet50_fpn_v2": (1, 3, 800, 800),
+    "fcos_resnet50_fpn": (1, 3, 800, 800),
+}
 CLS_SHAPE = (1, 3, 224, 224)
 SEG_SHAPE = (1, 3, 520, 520)
 
@@ -67,6 +85,30 @@ class OutOnly(torch.nn.Module):
 
     def forward(self, x):
         return self.model(x)["out"]
+
+
+class DetectionHeads(torch.nn.Module):
+    """Backbone (+FPN/extra layers) and heads of a torchvision one-stage detector.
+
+    Returns the raw head tensors (box regression, class logits; FCOS also centerness) for a
+    normalised image tensor. The data-dependent post-processing (GeneralizedRCNNTransform /
+    resize, anchor generation, box decoding, score threshold, NMS) is left out, so that every
+    tensor shape is static.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.backbone = model.backbone
+        self.head = model.head
+
+    def forward(self, x):
+        features = self.backbone(x)
+        if isinstance(features, torch.Tensor):
+            features = [features]
+        else:
+            features = list(features.values())
+        out = self.head(features)
+        return tuple(out[k] for k in sorted(out))
 
 
 def randomize_constants(model: torch.nn.Module) -> None:
@@ -89,11 +131,21 @@ def randomize_constants(model: torch.nn.Module) -> None:
                 t.add_(torch.randn(t.shape, generator=g) * 0.01)
 
 
+ALL = CLASSIFIERS + SEGMENTERS + list(CLASSIFIERS_2) + list(DETECTORS)
+
+
 def build(name: str):
     """Return (module, input_shape, trainable_param_count)."""
     if name in CLASSIFIERS:
         model = getattr(torchvision.models, name)(weights=None)
         shape = CLS_SHAPE
+    elif name in CLASSIFIERS_2:
+        model = getattr(torchvision.models, name)(weights=None)
+        shape = CLASSIFIERS_2[name]
+    elif name in DETECTORS:
+        model = DetectionHeads(getattr(torchvision.models.detection, name)(
+            weights=None, weights_backbone=None))
+        shape = DETECTORS[name]
     elif name in SEGMENTERS:
         kwargs = dict(weights=None, weights_backbone=None)
         if name != "lraspp_mobilenet_v3_large":  # LRASPP has no aux head / aux_loss arg
@@ -101,7 +153,7 @@ def build(name: str):
         model = OutOnly(getattr(torchvision.models.segmentation, name)(**kwargs))
         shape = SEG_SHAPE
     else:
-        raise SystemExit(f"unknown model {name!r}; known: {CLASSIFIERS + SEGMENTERS}")
+        raise SystemExit(f"unknown model {name!r}; known: {ALL}")
     model.eval()
     randomize_constants(model)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -111,7 +163,11 @@ def build(name: str):
 def export(model, shape, path):
     """Export with the TorchScript exporter (dynamo=False); fall back to dynamo."""
     x = torch.randn(*shape)
-    common = dict(input_names=["input"], output_names=["output"])
+    with torch.no_grad():
+        y = model(x)
+    n_out = len(y) if isinstance(y, tuple) else 1
+    outputs = ["output"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
+    common = dict(input_names=["input"], output_names=outputs)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -137,10 +193,13 @@ def main(argv=None) -> int:
     ap.add_argument("names", nargs="*", help="models to export (default: all)")
     args = ap.parse_args(argv)
 
-    names = args.names or CLASSIFIERS + SEGMENTERS
+    names = args.names or ALL
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.arch_out, exist_ok=True)
     torch.manual_seed(0)
+    # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention, used by
+    # ViT in eval mode) has no TorchScript-ONNX symbolic; the slow path exports as MatMul/Softmax.
+    torch.backends.mha.set_fastpath_enabled(False)
     print(f"torch {torch.__version__}  torchvision {torchvision.__version__}  onnx {onnx.__version__}")
 
     params_path = args.params_json or os.path.join(args.out, "torch_params.json")
