@@ -202,13 +202,19 @@ def test_torchvision_classifiers_within_3_percent_of_published(entry):
     assert abs(macs / pub - 1) <= 0.03, f"{entry['id']}: {macs} MACs vs published {pub}"
 
 
-def test_catalogue_figures_match_this_profiler():
-    """The committed catalogue was measured by this profiler: a change in counting shows here."""
+CATALOGUE_2 = json.loads((ROOT / "scripts" / "catalogue_models-2.0.0.json").read_text())
+
+
+@pytest.mark.parametrize("entry", CATALOGUE_2, ids=lambda m: m["id"])
+def test_catalogue_figures_match_this_profiler(entry):
+    """Every reference of the newest catalogue, re-profiled from its stored weightless export: a change in
+    counting (or a drifted export) shows here."""
     from eeki_label.catalogue import load_catalogue
 
-    cat = load_catalogue()
-    for entry in CATALOGUE_SOURCE:
-        assert cat.model(entry["id"]).work.macs == arch_profile(entry["onnx_file"]).macs, entry["id"]
+    ref = load_catalogue("2.0.0").model(entry["id"])
+    p = arch_profile(entry["onnx_file"])
+    assert ref.work.macs == p.macs, entry["id"]
+    assert ref.work.activation_elements == p.activation_elements, entry["id"]
 
 
 def _ms_model(node, inputs, output, inits):
