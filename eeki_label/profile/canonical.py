@@ -12,7 +12,7 @@ views for Reshape/Squeeze/Unsqueeze/Flatten). The static profile counts data mov
 * ``folded``: every input is a stored tensor or the output of another folded node (or, for
   ``Shape``/``Size``, the input's shape is known at the resolved input shapes): computed once when
   the session is created, so it does no MACs and moves no bytes per inference.
-* ``fused``: an element-wise ``Add``/``Sub``/``Mul``/``Div`` with a per-channel (or scalar) constant
+* ``fused``: an element-wise ``Add``/``Sub``/``Mul``/``Div`` with a per-channel constant
   operand, or a ``BatchNormalization``, applied to the output of a Conv/ConvTranspose (or an ``Add``
   bias after a Gemm/MatMul) that nothing else reads: the runtime folds it into that node's weights,
   so its output is the producer's and is not written twice.
@@ -87,6 +87,7 @@ def runtime_view(graph: GraphProto, types, outer_constants: "frozenset[str]" = f
                         consumers[name] = consumers.get(name, 0) + 2
     graph_outputs = {o.name for o in graph.output} if outputs_needed is None else set(outputs_needed)
     fusable: set[str] = set()  # outputs a per-channel element-wise node may fuse into
+    weights = set(weight_inputs)  # graph inputs taken as weights, and views of them (a bias reshaped to [C, 1, 1])
     for i, node in enumerate(graph.node):
         op = node.op_type
         ins = [x for x in node.input if x]
@@ -109,9 +110,14 @@ def runtime_view(graph: GraphProto, types, outer_constants: "frozenset[str]" = f
             roles[i] = "noop"
         elif op == "Cast" and _cast_is_noop(node, types):
             roles[i] = "noop"
-        elif _fuses(node, types, fusable, consumers, graph_outputs, constants | set(weight_inputs)):
+        elif _fuses(node, types, fusable, consumers, graph_outputs, constants | weights):
             roles[i] = "fused"
             fusable.add(node.output[0])
+        if roles.get(i) == "noop" and ins and ins[0] in weights | constants:
+            weights.update(o for o in node.output if o)
+        if roles.get(i) == "noop" and node.op_type in ("Identity", "Dropout", "Cast") and ins \
+                and ins[0] in fusable and consumers.get(ins[0], 0) == 1 and ins[0] not in graph_outputs:
+            fusable.add(node.output[0])  # the runtime removes the Identity first, then fuses
         if op in _FUSE_INTO or op in _LINEAR:
             if node.output and node.output[0]:
                 fusable.add(node.output[0])
@@ -165,7 +171,7 @@ def _per_channel(s: tuple[int, ...], y: tuple[int, ...]) -> bool:
     """A shape that broadcasts onto ``y`` ([N, C, ...] for convolutions, [..., N] for linear layers)
     and varies at most along one axis of size C (channels) or the last axis (features)."""
     if len(s) > len(y) or numel(s) == 1:
-        return numel(s) == 1
+        return False  # a scalar (HardSwish's "+ 3") is an activation's arithmetic, not a folded bias
     aligned = (1,) * (len(y) - len(s)) + tuple(s)
     varying = [k for k, d in enumerate(aligned) if d != 1]
     if len(varying) != 1:
