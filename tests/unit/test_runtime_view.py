@@ -359,3 +359,49 @@ def test_if_without_a_probe_lists_unresolved_nodes_by_name(tmp_path):
     p = profile(_vad_like(), tmp_path, shapes={"x": (1, 256)})
     assert any(n.endswith("k8_conv") for n in p.unresolved_nodes) or p.macs > 0
     assert p.if_branches[0].taken is None
+
+
+# ------------------------------------------------------------------ inputs and dtypes
+
+def test_an_empty_kv_cache_is_a_legal_input(tmp_path):
+    """past [1, 0, 8] (no tokens yet) is concatenated with the new ones: a zero-size dimension."""
+    from eeki_label.pipeline import AssessOptions, assess
+    from eeki_label.transfer.stage import TransferOptions
+
+    nodes = [helper.make_node("Concat", ["past", "x"], ["kv"], axis=1),
+             helper.make_node("MatMul", ["kv", "w"], ["y"])]
+    m = helper.make_model(helper.make_graph(
+        nodes, "kv", [vi("past", [1, 0, 8]), vi("x", [1, 4, 8])], [vi("y", [1, 4, 16])],
+        initializer=[arr("w", np.ones((8, 16), np.float32))]), opset_imports=[helper.make_opsetid("", 17)])
+    options = AssessOptions(device_classes=("single-board-cpu",), runs=2, transfer=TransferOptions(enabled=False))
+    lab = assess(save(m, tmp_path / "kv.onnx"), options).labels[0]
+    assert lab.model.inputs[0].shape == [1, 0, 8] and lab.model.macs == 4 * 16 * 8
+
+
+@pytest.mark.parametrize("dtype", ["FLOAT8E4M3FN", "INT4", "UINT4", "FLOAT4E2M1"])
+def test_float8_and_int4_inputs_get_an_error_naming_the_type(dtype, tmp_path):
+    from eeki_label.errors import UnsupportedOperatorError
+
+    if not hasattr(TensorProto, dtype):
+        pytest.skip(f"this onnx has no {dtype}")
+    elem = getattr(TensorProto, dtype)
+    m = helper.make_model(helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "g",
+                                            [vi("x", [1, 4], elem)], [vi("y", [1, 4])]),
+                          opset_imports=[helper.make_opsetid("", 21)])
+    loaded = load_model(save(m, tmp_path / "f8.onnx"))
+    with pytest.raises(UnsupportedOperatorError, match=dtype.lower()):
+        resolve_input_shapes(loaded.proto)
+
+
+def test_duplicate_node_names_do_not_break_the_fidelity_rewrite(tmp_path):
+    """onnxruntime accepts the model (its Constant nodes fold away) but not the weights-as-inputs copy
+    unless the names are made distinct."""
+    from eeki_label.model_io import iter_stored_tensors
+    from eeki_label.transfer.fidelity import WeightFeedRunner
+
+    m = tiny_cnn(with_constant=True, batch=1)
+    for node in m.graph.node:
+        node.name = "same"
+    loaded = load_model(save(m, tmp_path / "dup.onnx"))
+    runner = WeightFeedRunner(loaded, [r.key for r in iter_stored_tensors(loaded.proto)])
+    assert runner.output_names == ["y"]
