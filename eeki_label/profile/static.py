@@ -7,14 +7,18 @@ are compared like for like):
   tensors in subgraphs, of any dtype (the small integer shape constants of an export are a few
   dozen elements; ``float_parameters`` counts floating-point tensors alone).
 * **macs** are multiply-accumulates of one inference at the resolved input shapes (one MAC = 1),
-  counted for Conv (grouped, depthwise), ConvTranspose, Gemm, MatMul (batched, broadcast), Einsum,
-  LSTM/GRU/RNN and their quantised variants. Element-wise ops, pooling and normalisation are not
-  MACs (as in torchvision's published GFLOPS, which count MACs). A Loop body counts its stored trip
-  count times, a Scan body the length of its scan input, both branches of an If once (upper
-  bounds); a body whose count is known only at run time counts once, and ``loop_bodies`` says how
-  many there are (the figure is then a lower bound).
+  counted by the rules of :data:`MAC_RULES` (Conv, grouped and depthwise, ConvTranspose, Gemm, MatMul
+  batched and broadcast, Einsum, LSTM/GRU/RNN and their quantised and fused forms; other modules add
+  rules with :func:`register_mac_rule`). Element-wise ops, pooling and normalisation are not MACs (as
+  in torchvision's published GFLOPS, which count MACs). A Loop body counts its stored trip count
+  times, a Scan body the length of its scan input, an If the branch its condition takes (stored, or
+  seen by the value probe; both once when unknown); a body whose count is known only at run time
+  counts once, and ``loop_bodies`` says how many there are (the figure is then a lower bound).
+  ``macs_coverage`` is the share of compute-bearing nodes whose MACs are known.
 * **activation_bytes** is the sum of the sizes of every tensor a node produces during one
-  inference (what is written to memory); **activation_peak_bytes** is the largest
+  inference (what is written to memory), on the *runtime view* of the graph
+  (:mod:`eeki_label.profile.canonical`): no-op views, constant-folded nodes and per-channel
+  operations fused into a Conv write nothing of their own; **activation_peak_bytes** is the largest
   inputs-plus-outputs working set of any single node, a lower bound on the memory needed.
 """
 
