@@ -665,7 +665,7 @@ def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, valu
            if link.parent == "" and link.node.op_type == "If" and link.node.domain in ("", "ai.onnx")
            and link.attribute in ("then_branch", "else_branch")}
     conditions = _if_conditions(inferred.graph)
-    asked = sorted({_io(link.node.input, 0) for link in ifs.values()} - set(conditions) & own)
+    asked = sorted(({_io(link.node.input, 0) for link in ifs.values()} - set(conditions)) & own)
     if asked and value_probe is not None:
         conditions.update({n: int(bool(v)) for n, v in value_probe(asked).items()})
     branches: dict[str, int] = {}
@@ -701,7 +701,12 @@ def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, valu
                 inline[key] = link.attribute
                 wanted[path] = names
         if wanted:
-            found = probe(sorted(set().union(*wanted.values())), inline=inline)
+            from eeki_label.errors import RuntimeProfileError, UnsupportedOperatorError
+
+            try:
+                found = probe(sorted(set().union(*wanted.values())), inline=inline)
+            except (RuntimeProfileError, UnsupportedOperatorError):
+                found = {}  # the rewritten model does not run: those nodes stay unresolved (and are listed)
             for path, names in wanted.items():
                 _apply_probe(graph_types[path], found, names)
     return TypedGraphs(inferred, graph_types, branches)
@@ -801,8 +806,11 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
                 continue  # the branch an If does not take
             if role:
                 role_counts[role] += 1
-            if role == "folded":
-                continue  # computed once when the session is created
+            if role == "folded":  # computed once when the session is created: no MACs, no bytes per inference,
+                peak, peak_elems, peak_node = _peak(  # but the memory it takes then still counts toward the peak
+                    node, types, stored, (peak, peak_elems, peak_node), (f"{path}/" if path else "") + (
+                        node.name or f"{node.op_type}#{i}"), inputs_too=False)
+                continue
             if is_compute_bearing(node.op_type):
                 compute_nodes += 1
                 if not is_modelled(node.op_type):
@@ -892,6 +900,17 @@ def check_activation_limit(profile: StaticProfile, max_bytes: "int | None") -> N
             f"node {profile.activation_peak_node!r} works on {profile.activation_peak_bytes} bytes of activations "
             f"(inputs plus outputs at the resolved input shapes), over the limit of {max_bytes} bytes "
             "(raise it with --max-activation-bytes)")
+
+
+def _peak(node: NodeProto, types, stored, current: tuple[int, int, str], label: str, inputs_too: bool = True):
+    """(peak bytes, peak elements, node) after taking ``node``'s working set into account."""
+    peak, peak_elems, peak_node = current
+    ins = [x for x in node.input if x and x not in stored] if inputs_too else []
+    total = sum(_bytes(types, o) for o in node.output if o) + sum(_bytes(types, x) for x in ins)
+    if total > peak:
+        peak, peak_node = total, label
+    elems = sum(_elements(types, o) for o in node.output if o) + sum(_elements(types, x) for x in ins)
+    return peak, max(peak_elems, elems), peak_node
 
 
 def _elements(types, name: str) -> int:
