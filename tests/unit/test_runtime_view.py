@@ -405,3 +405,37 @@ def test_duplicate_node_names_do_not_break_the_fidelity_rewrite(tmp_path):
     loaded = load_model(save(m, tmp_path / "dup.onnx"))
     runner = WeightFeedRunner(loaded, [r.key for r in iter_stored_tensors(loaded.proto)])
     assert runner.output_names == ["y"]
+
+
+def _renamed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every value and node renamed (inputs and outputs of the graph included)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    names: dict[str, str] = {}
+
+    def new(name):
+        if name and name not in names:
+            names[name] = f"v{len(names)}"
+        return names.get(name, name)
+
+    for vi_ in list(g.input) + list(g.output) + list(g.value_info):
+        vi_.name = new(vi_.name)
+    for t in g.initializer:
+        t.name = new(t.name)
+    for k, node in enumerate(g.node):
+        node.name = f"n{k}"
+        node.input[:] = [new(x) for x in node.input]
+        node.output[:] = [new(x) for x in node.output]
+    return m
+
+
+@pytest.mark.parametrize("variant", ["renamed", "opset_18"])
+def test_renaming_and_another_opset_leave_the_figures(variant, tmp_path):
+    from onnx import version_converter
+
+    plain = onnx.load(str(ARCH / "squeezenet1_1.onnx"))
+    other = _renamed(plain) if variant == "renamed" else version_converter.convert_version(plain, 18)
+    a, b = profile(plain, tmp_path, "a.onnx"), profile(other, tmp_path, "b.onnx")
+    assert (a.macs, a.activation_elements, a.activation_bytes, a.parameters) == \
+        (b.macs, b.activation_elements, b.activation_bytes, b.parameters)
