@@ -246,10 +246,13 @@ class ProbedShapes(dict):
     """``{name: shape}`` of a shape probe; ``dtypes`` holds ``{name: onnx elem_type}`` of the same values."""
 
     dtypes: dict
+    values: dict
+    """``{name: int}`` of the asked values that are one-element integers or booleans (1/0)."""
 
-    def __init__(self, shapes, dtypes=None):
+    def __init__(self, shapes, dtypes=None, values=None):
         super().__init__(shapes)
         self.dtypes = dict(dtypes or {})
+        self.values = dict(values or {})
 
 
 def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
@@ -266,12 +269,13 @@ def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str]
         return ProbedShapes({})
     done = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
                   "the shape probe (one run for shapes static inference cannot settle)", inline)
-    found, types = done.get("shapes", {}), done.get("dtypes", {})
+    found, types, values = done.get("shapes", {}), done.get("dtypes", {}), done.get("values", {})
     wanted = set(names)
     try:
         return ProbedShapes({n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted},
                             {n: int(t) for n, t in (types if isinstance(types, dict) else {}).items()
-                             if n in wanted and int(t) > 0})
+                             if n in wanted and int(t) > 0},
+                            {n: int(v) for n, v in (values if isinstance(values, dict) else {}).items() if n in wanted})
     except (AttributeError, TypeError, ValueError) as e:
         raise RuntimeProfileError("the onnxruntime child process answered malformed shapes") from e
 
@@ -291,22 +295,30 @@ def inline_branches(model: ModelProto, inline: "dict[str, str]") -> None:
     from onnx import AttributeProto, helper
 
     graph = model.graph
-    nodes = list(graph.node)
-    out = []
-    for node in nodes:
-        branch = inline.get(node.output[0]) if node.output else None
-        body = next((a.g for a in node.attribute if a.name == branch and a.type == AttributeProto.GRAPH), None) \
-            if node.op_type == "If" and branch else None
-        if body is None or len(body.output) != len(node.output):
-            out.append(_copy(node))
-            continue
-        graph.initializer.extend(body.initializer)
-        out.extend(_copy(n) for n in body.node)
-        for inner, outer in zip(body.output, node.output):
-            if outer:
-                out.append(helper.make_node("Identity", [inner.name], [outer]))
-    del graph.node[:]
-    graph.node.extend(out)
+    done: set[str] = set()
+    while True:  # an If inside an inlined branch becomes a main-graph node: it is inlined in the next pass
+        nodes = [_copy(n) for n in graph.node]
+        out = []
+        changed = False
+        for node in nodes:
+            key = node.output[0] if node.output else None
+            branch = inline.get(key) if key not in done else None
+            body = next((a.g for a in node.attribute if a.name == branch and a.type == AttributeProto.GRAPH), None) \
+                if node.op_type == "If" and branch else None
+            if body is None or len(body.output) != len(node.output):
+                out.append(node)
+                continue
+            done.add(key)
+            changed = True
+            graph.initializer.extend(body.initializer)
+            out.extend(_copy(n) for n in body.node)
+            for inner, outer in zip(body.output, node.output):
+                if outer:
+                    out.append(helper.make_node("Identity", [inner.name], [outer]))
+        del graph.node[:]
+        graph.node.extend(out)
+        if not changed:
+            return
 
 
 def probe_values(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,

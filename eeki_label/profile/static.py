@@ -599,6 +599,10 @@ def runs_per_inference(links: dict[str, SubgraphLink], counts: dict[str, "int | 
     return runs
 
 
+#: Levels of nested If nodes whose taken branch is put in place for the shape probe.
+MAX_INLINED_IF_DEPTH = 4
+
+
 class TypedGraphs(tuple):
     """``(inferred model, {graph path: name -> (shape, elem_type)})``, as :func:`typed_graphs` answers,
     with ``branches``: ``{If branch path: 1 when the representative inputs take it, else 0}`` for the
@@ -683,32 +687,53 @@ def typed_graphs(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, valu
                           | {o.name for o in inferred.graph.output if _shape(top, o.name) is None}) & own)
         if missing:
             _apply_probe(top, probe(missing))
-        # Inside the branches taken: one more run with those branches in place of their If nodes.
-        inline: dict[str, str] = {}
-        wanted: dict[str, set[str]] = {}
-        loaded_ifs = {n.output[0]: n for n in loaded.proto.graph.node if n.op_type == "If" and n.output}
-        for path, taken in branches.items():
-            link = ifs[path]
-            key = _io(link.node.output, 0)
-            body = next((a.g for a in loaded_ifs[key].attribute if a.name == link.attribute), None) \
-                if taken and key in loaded_ifs else None
-            if body is None:
-                continue
-            body_names = {o for n in body.node for o in n.output}
-            graph = next(g for p, g in iter_graphs(inferred) if p == path)
-            names = _unknown_names(graph, graph_types[path], body_names)
-            if names:
-                inline[key] = link.attribute
-                wanted[path] = names
-        if wanted:
-            from eeki_label.errors import RuntimeProfileError, UnsupportedOperatorError
+        # Inside the branches taken: one more run with those branches in place of their If nodes; an If
+        # inside a taken branch is decided by the condition seen in that run, and so on (a few levels).
+        from eeki_label.errors import RuntimeProfileError, UnsupportedOperatorError
 
+        graph_of = dict(iter_graphs(inferred))
+        loaded_ifs = {n.output[0]: n for _, g in iter_graphs(loaded.proto) for n in g.node
+                      if n.op_type == "If" and n.output}
+        inline: dict[str, str] = {}
+        frontier = [path for path, taken in branches.items() if taken]
+        for _ in range(MAX_INLINED_IF_DEPTH):
+            wanted: dict[str, set[str]] = {}
+            inner: dict[str, str] = {}  # If branch path inside a taken branch -> its condition's name
+            for path in frontier:
+                link = links[path]
+                key = _io(link.node.output, 0)
+                body = next((a.g for a in loaded_ifs[key].attribute if a.name == link.attribute), None) \
+                    if key in loaded_ifs else None
+                if body is None:
+                    continue
+                inline[key] = link.attribute
+                body_names = {o for n in body.node for o in n.output}
+                wanted[path] = _unknown_names(graph_of[path], graph_types[path], body_names)
+                stored = _if_conditions(graph_of[path])
+                for sub, sub_link in links.items():
+                    if sub_link.parent == path and sub_link.node.op_type == "If" \
+                            and sub_link.attribute in ("then_branch", "else_branch"):
+                        cond = _io(sub_link.node.input, 0)
+                        if cond in stored:
+                            branches[sub] = int((sub_link.attribute == "then_branch") == bool(stored[cond]))
+                        elif cond in body_names:
+                            inner[sub] = cond
+            asked_names = set().union(*wanted.values(), set(inner.values())) if wanted else set()
+            if not asked_names:
+                break
             try:
-                found = probe(sorted(set().union(*wanted.values())), inline=inline)
+                found = probe(sorted(asked_names), inline=dict(inline))
             except (RuntimeProfileError, UnsupportedOperatorError):
-                found = {}  # the rewritten model does not run: those nodes stay unresolved (and are listed)
+                break  # the rewritten model does not run: those nodes stay unresolved (and are listed)
             for path, names in wanted.items():
                 _apply_probe(graph_types[path], found, names)
+            values = getattr(found, "values", {}) or {}
+            for sub, cond in inner.items():
+                if cond in values:
+                    branches[sub] = int((links[sub].attribute == "then_branch") == bool(values[cond]))
+            frontier = [sub for sub in inner if branches.get(sub)] + [
+                sub for sub, taken in branches.items() if taken and sub not in inner
+                and links[sub].parent in frontier]
     return TypedGraphs(inferred, graph_types, branches)
 
 

@@ -439,3 +439,27 @@ def test_renaming_and_another_opset_leave_the_figures(variant, tmp_path):
     a, b = profile(plain, tmp_path, "a.onnx"), profile(other, tmp_path, "b.onnx")
     assert (a.macs, a.activation_elements, a.activation_bytes, a.parameters) == \
         (b.macs, b.activation_elements, b.activation_bytes, b.parameters)
+
+
+def test_an_if_inside_the_taken_branch_is_resolved_too(tmp_path):
+    """The outer If takes its else branch (sr = 1); there an inner If on sr > 4000 takes its else branch:
+    only that innermost branch's Conv and MatMul count."""
+    outer = _vad_like()
+    g = outer.graph
+    iff = next(n for n in g.node if n.op_type == "If")
+    then_g = next(a.g for a in iff.attribute if a.name == "then_branch")
+    else_g = next(a.g for a in iff.attribute if a.name == "else_branch")
+    inner_then = onnx.GraphProto()
+    inner_then.CopyFrom(then_g)  # 64 filters, stride 8: the branch not taken
+    wrapper = helper.make_graph(
+        [helper.make_node("Greater", ["sr", "limit4k"], ["is4k"]),
+         helper.make_node("If", ["is4k"], ["w_y"], then_branch=inner_then, else_branch=else_g, name="inner")],
+        "wrapper", [], [out("w_y", 2)], initializer=[arr("limit4k", np.array(4000, np.int64))])
+    small = helper.make_graph([helper.make_node("Constant", [], ["c_y"], value=numpy_helper.from_array(
+        np.zeros((1, 32), np.float32)))], "none", [], [out("c_y", 2)])
+    iff.ClearField("attribute")
+    iff.attribute.extend([helper.make_attribute("then_branch", small), helper.make_attribute("else_branch", wrapper)])
+    p = profile(outer, tmp_path, probe=True, shapes={"x": (1, 256)})
+    k8 = 32 * ((256 - 16) // 4 + 1) * 16 + 32 * 32
+    assert p.macs == k8 and p.unresolved_nodes == () and p.macs_coverage == 1.0
+    assert p.if_branches[0].taken == "else_branch"
