@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnx import AttributeProto, GraphProto, NodeProto, TensorProto
+from onnx import AttributeProto, GraphProto, NodeProto
 
 from eeki_label.model_io import numel
 
@@ -50,9 +50,6 @@ class RuntimeView:
     """Values known when the session is created: stored tensors and outputs of folded nodes."""
     generated: frozenset[str]
     """Of ``constants``, those computed from a generator (ConstantOfShape...), not read from storage."""
-
-    def count(self, role: str) -> int:
-        return sum(1 for r in self.roles.values() if r == role)
 
 
 def _cast_is_noop(node: NodeProto, types) -> bool:
@@ -187,6 +184,3 @@ def describe(noop: int, folded: int, fused: int) -> str:
             f"move no bytes, {folded} constant-foldable node(s) run once at load, {fused} element-wise/"
             "BatchNormalization node(s) fused into the preceding Conv/Gemm/MatMul")
 
-
-def is_float(elem_type: int) -> bool:
-    return elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
