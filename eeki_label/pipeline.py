@@ -220,7 +220,9 @@ def build_label(
 
     if static.if_branches:
         notes.append("If nodes: " + "; ".join(_if_note(b) for b in static.if_branches))
-    coverage_reason = _coverage_reason(static, ctx.rules.raw.get("coverage"))
+    # a measured energy does not rest on the counted MACs: the gate is for estimates
+    coverage_reason = (_coverage_reason(static, ctx.rules.raw.get("coverage")) if energy.method != "measured"
+                       else None)
 
     gradable = energy.energy_j is not None and ref_e is not None and ref_e > 0 and coverage_reason is None
     index = energy.energy_j / ref_e if gradable else None
