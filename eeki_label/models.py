@@ -30,6 +30,14 @@ class TensorSpec(_Frozen):
     dtype: str
 
 
+class IfBranchInfo(_Frozen):
+    node: str = Field(description="The If node's name (else its first output).")
+    taken: Optional[Literal["then_branch", "else_branch"]] = Field(
+        description="The branch the representative inputs take (counted); null: condition unknown, both counted.")
+    macs_taken: Optional[int] = Field(description="MACs of the counted branch's own nodes (null: some unknown).")
+    macs_other: Optional[int] = Field(description="MACs of the other branch's own nodes (null: some unknown).")
+
+
 class ModelInfo(_Frozen):
     """The assessed model, from the static profile."""
 
@@ -54,6 +62,17 @@ class ModelInfo(_Frozen):
     outputs: list[TensorSpec]
     loop_bodies: int
     unresolved_nodes: list[str]
+    macs_coverage: Optional[float] = Field(
+        default=None, description="Share of compute-bearing nodes (Conv, Gemm, MatMul, RNN, attention... and their "
+                                  "quantised forms) whose MACs per inference are known (0..1).")
+    unmodelled_ops: dict[str, int] = Field(
+        default_factory=dict, description="Operator -> compute-bearing nodes whose MACs are not known (no rule, "
+                                          "unknown shapes or run count): MACs are a lower bound where non-empty.")
+    profiled_graph: Optional[str] = Field(
+        default=None, description="Which graph the figures describe: the runtime view of the export (no-op, "
+                                  "constant-folded and fused nodes move no bytes of their own).")
+    if_branches: list["IfBranchInfo"] = Field(
+        default_factory=list, description="If nodes of the main graph: the branch counted and the other's MACs.")
     graph_name: Optional[str] = Field(default=None, description="The graph's name as the model states it (untrusted text).")
     doc_string: Optional[str] = Field(
         default=None, description="The model's doc_string (else the graph's), first 1,000 characters (untrusted text).")

@@ -26,7 +26,7 @@ from eeki_label.energy.host import HOST_CLASS_ID, HostOptions
 from eeki_label.energy.measure import MeasurementRules
 from eeki_label.model_io import LoadedModel, LoadLimits, load_model, load_related
 from eeki_label.models import (
-    CatalogueInfo, DeviceClassInfo, DeviceDataInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
+    CatalogueInfo, DeviceClassInfo, DeviceDataInfo, IfBranchInfo, InferenceEnergy, Label, LabelGrade, LabelSet, ModelInfo,
     QualityInfo, ReferenceInfo, RulesInfo, RuntimeInfo, TaskInfo, TensorSpec, ToolInfo,
 )
 from eeki_label.profile.runtime import (
@@ -184,8 +184,9 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     limits = dict(time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes,
                   given_inputs=given_path)
     probe = partial(probe_shapes, loaded, shapes, **limits)
-    typed = typed_graphs(loaded, shapes, probe)  # shape inference once, for the static profile and recycling
-    static = static_profile(loaded, shapes, value_probe=partial(probe_values, loaded, shapes, **limits), typed=typed)
+    value_probe = partial(probe_values, loaded, shapes, **limits)
+    typed = typed_graphs(loaded, shapes, probe, value_probe)  # shape inference once, for the static profile and recycling
+    static = static_profile(loaded, shapes, value_probe=value_probe, typed=typed)
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     graded = _graded_work(loaded, shapes, static, task, plan, options, limits, evidence)
     step("recycling", 0, 1)
@@ -343,8 +344,8 @@ def _graded_work(loaded, shapes, static, task: TaskResolution, plan, options, li
     g = check.graded_shapes
     limits = {**limits, "given_inputs": None}  # --inputs have the assessed shapes, not these
     probe = partial(probe_shapes, loaded, g, **limits)
-    at_task = static_profile(loaded, g, value_probe=partial(probe_values, loaded, g, **limits),
-                             typed=typed_graphs(loaded, g, probe))
+    value_probe = partial(probe_values, loaded, g, **limits)
+    at_task = static_profile(loaded, g, value_probe=value_probe, typed=typed_graphs(loaded, g, probe, value_probe))
     check_activation_limit(at_task, options.limits.max_activation_bytes)
     return GradedTask(task, g, work_of(at_task), at_task.activation_peak_elements, None, evidence)
 
@@ -421,10 +422,17 @@ def build_label(
         notes.append(f"{static.loop_bodies} subgraph(s) (Loop/Scan bodies) run a number of times known only at run "
                      "time; each is counted once, so MACs are a lower bound")
 
-    gradable = graded.reason is None and grade_energy is not None and ref_e is not None and ref_e > 0
+    if static.if_branches:
+        notes.append("If nodes: " + "; ".join(_if_note(b) for b in static.if_branches))
+    # a measured energy does not rest on the counted MACs: the gate is for estimates
+    coverage_reason = (_coverage_reason(static, ctx.rules.raw.get("coverage")) if energy.method != "measured"
+                       else None)
+
+    gradable = (graded.reason is None and coverage_reason is None and grade_energy is not None
+                and ref_e is not None and ref_e > 0)
     index = grade_energy / ref_e if gradable else None
     letter = grade(index, ctx.rules.thresholds) if index is not None else None
-    reason = None if gradable else (graded.reason or energy.fit_reason or sel.description)
+    reason = None if gradable else (graded.reason or coverage_reason or energy.fit_reason or sel.description)
     uncertainty = estimate_uncertainty(ctx, dc, energy, index)
     if uncertainty.grade_fields.get("boundary_uncertain"):
         notes.append(f"boundary uncertain: {uncertainty.grade_fields['boundary_rule']}")
@@ -474,6 +482,27 @@ def build_label(
     )
 
 
+def _coverage_reason(static: StaticProfile, coverage: "dict | None") -> "str | None":
+    """Why the label is not graded for want of counted arithmetic (rules section ``coverage``), else None."""
+    if not isinstance(coverage, dict) or coverage.get("min_macs_coverage") is None:
+        return None
+    minimum = float(coverage["min_macs_coverage"])
+    if static.macs_coverage >= minimum:
+        return None
+    ops = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in static.unmodelled_ops)
+    return (f"MACs of {static.compute_nodes - static.compute_nodes_resolved} of {static.compute_nodes} compute "
+            f"nodes are not known ({ops}): coverage {static.macs_coverage:.1%} is below the rule set's "
+            f"{minimum:.0%}, so MACs are a lower bound and no class is given")
+
+
+def _if_note(b) -> str:
+    if b.taken is None:
+        return f"{b.node!r}: condition unknown, both branches counted"
+    other = "else_branch" if b.taken == "then_branch" else "then_branch"
+    macs_other = "unknown" if b.macs_other is None else f"{b.macs_other:,}"
+    return f"{b.node!r} counts its {b.taken} (the representative inputs take it); the {other} would do {macs_other} MACs"
+
+
 def _model_info(loaded: LoadedModel, s: StaticProfile) -> ModelInfo:
     return ModelInfo(
         file_name=loaded.name, sha256=loaded.sha256, file_bytes=loaded.file_bytes,
@@ -484,6 +513,9 @@ def _model_info(loaded: LoadedModel, s: StaticProfile) -> ModelInfo:
         inputs=[TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype) for t in s.inputs],
         outputs=[TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype) for t in s.outputs],
         loop_bodies=s.loop_bodies, unresolved_nodes=list(s.unresolved_nodes),
+        macs_coverage=s.macs_coverage, unmodelled_ops=dict(s.unmodelled_ops), profiled_graph=s.profiled_graph,
+        if_branches=[IfBranchInfo(node=b.node, taken=b.taken, macs_taken=b.macs_taken, macs_other=b.macs_other)
+                     for b in s.if_branches],
         graph_name=loaded.proto.graph.name or None,
         doc_string=(loaded.proto.doc_string or loaded.proto.graph.doc_string or "")[:1000] or None,
     )

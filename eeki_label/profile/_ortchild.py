@@ -190,10 +190,19 @@ def main() -> int:
         names = [o.name for o in session.get_outputs()]
         if request["task"] == "probe":
             values = session.run(None, feeds, run_options)
+            from onnx import helper
+
+            def elem(v):
+                try:
+                    return int(helper.np_dtype_to_tensor_dtype(v.dtype))
+                except (KeyError, TypeError, ValueError):
+                    return 0
+
             _emit({"ok": {"shapes": {n: [int(d) for d in np.shape(v)] for n, v in zip(names, values)},
+                          "dtypes": {n: elem(v) for n, v in zip(names, values) if isinstance(v, np.ndarray)},
                           "values": {n: int(v.reshape(-1)[0]) for n, v in zip(names, values)
                                      if isinstance(v, np.ndarray) and v.size == 1
-                                     and np.issubdtype(v.dtype, np.integer)}}})
+                                     and (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_)}}})
             return 0
         for _ in range(int(request.get("warmup", 0))):
             session.run(None, feeds, run_options)

@@ -233,11 +233,13 @@ def trial_run(loaded: LoadedModel, shapes: dict[str, Shape], *, time_limit_s: "f
 
 
 def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time_limit_s, max_activation_bytes,
-           what: str, given_inputs: "str | None" = None) -> dict:
+           what: str, inline: "dict[str, str] | None" = None, given_inputs: "str | None" = None) -> dict:
     """One run of the model in the child process with main-graph tensors ``names`` added as outputs;
     the child's answer (``shapes`` of every output, ``values`` of the one-element integer ones)."""
     specs = feed_specs(loaded.proto, shapes, max_activation_bytes)
     model = materialize(loaded)
+    if inline:
+        inline_branches(model, inline)
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend([ValueInfoProto(name=n) for n in names if n not in existing])
     data = model.SerializeToString()
@@ -247,34 +249,97 @@ def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time
     return done.value
 
 
+class ProbedShapes(dict):
+    """``{name: shape}`` of a shape probe; ``dtypes`` holds ``{name: onnx elem_type}`` of the same values."""
+
+    dtypes: dict
+    values: dict
+    """``{name: int}`` of the asked values that are one-element integers or booleans (1/0)."""
+
+    def __init__(self, shapes, dtypes=None, values=None):
+        super().__init__(shapes)
+        self.dtypes = dict(dtypes or {})
+        self.values = dict(values or {})
+
+
 def probe_shapes(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
                  time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
-                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES, given_inputs: "str | None" = None) -> dict[str, Shape]:
-    """Concrete shapes of intermediate tensors of the main graph, by running the model once with
-    those tensors added as outputs. Used only when static shape inference leaves them unknown.
-    Runs in a child process under the same time limit and memory cap as the runtime profile."""
+                 max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES,
+                 inline: "dict[str, str] | None" = None, given_inputs: "str | None" = None) -> ProbedShapes:
+    """Concrete shapes (and element types, ``.dtypes``) of intermediate tensors of the main graph, by
+    running the model once with those tensors added as outputs. Used only when static shape inference
+    leaves them unknown. ``inline``: ``{first output of a main-graph If node: "then_branch" | "else_branch"}``,
+    the branch the representative inputs take, put in place of the If for this run so that values
+    inside it can be asked for (:func:`inline_branches`). Runs in a child process under the same time
+    limit and memory cap as the runtime profile."""
     if not names:
-        return {}
-    found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
-                   "the shape probe (one run for shapes static inference cannot settle)", given_inputs).get("shapes", {})
+        return ProbedShapes({})
+    done = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
+                  "the shape probe (one run for shapes static inference cannot settle)", inline,
+                  given_inputs)
+    found, types, values = done.get("shapes", {}), done.get("dtypes", {}), done.get("values", {})
     wanted = set(names)
     try:
-        return {n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted}
+        return ProbedShapes({n: tuple(int(d) for d in dims) for n, dims in found.items() if n in wanted},
+                            {n: int(t) for n, t in (types if isinstance(types, dict) else {}).items()
+                             if n in wanted and int(t) > 0},
+                            {n: int(v) for n, v in (values if isinstance(values, dict) else {}).items() if n in wanted})
     except (AttributeError, TypeError, ValueError) as e:
         raise RuntimeProfileError("the onnxruntime child process answered malformed shapes") from e
+
+
+def _copy(node):
+    from onnx import NodeProto
+
+    copy = NodeProto()
+    copy.CopyFrom(node)
+    return copy
+
+
+def inline_branches(model: ModelProto, inline: "dict[str, str]") -> None:
+    """Replace, in place, each main-graph If node ``inline`` names by the nodes of its chosen branch
+    (their outputs reach the If's outputs through Identity nodes; the branch's stored tensors join
+    the main graph's). Only for a probe run whose inputs take exactly those branches."""
+    from onnx import AttributeProto, helper
+
+    graph = model.graph
+    done: set[str] = set()
+    while True:  # an If inside an inlined branch becomes a main-graph node: it is inlined in the next pass
+        nodes = [_copy(n) for n in graph.node]
+        out = []
+        changed = False
+        for node in nodes:
+            key = node.output[0] if node.output else None
+            branch = inline.get(key) if key not in done else None
+            body = next((a.g for a in node.attribute if a.name == branch and a.type == AttributeProto.GRAPH), None) \
+                if node.op_type == "If" and branch else None
+            if body is None or len(body.output) != len(node.output):
+                out.append(node)
+                continue
+            done.add(key)
+            changed = True
+            graph.initializer.extend(body.initializer)
+            out.extend(_copy(n) for n in body.node)
+            for inner, outer in zip(body.output, node.output):
+                if outer:
+                    out.append(helper.make_node("Identity", [inner.name], [outer]))
+        del graph.node[:]
+        graph.node.extend(out)
+        if not changed:
+            return
 
 
 def probe_values(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], *,
                  time_limit_s: "float | None" = DEFAULT_PROBE_TIME_LIMIT_S,
                  max_activation_bytes: "int | None" = DEFAULT_MAX_ACTIVATION_BYTES, given_inputs: "str | None" = None) -> dict[str, int]:
-    """Values of one-element integer tensors of the main graph computed at run time (Loop trip
-    counts), from one run with the generated inputs, as :func:`probe_shapes`. Names whose value is
-    not a one-element integer are left out."""
+    """Values of one-element integer or boolean tensors of the main graph computed at run time (Loop
+    trip counts, If conditions: 1 true, 0 false), from one run with the generated inputs, as
+    :func:`probe_shapes`. Names whose value is not such a one-element tensor are left out."""
     if not names:
         return {}
     found = _probe(loaded, shapes, names, time_limit_s, max_activation_bytes,
-                   "the trip-count probe (one run for Loop trip counts computed at run time)",
-                   given_inputs).get("values", {})
+                   "the value probe (one run for Loop trip counts and If conditions computed at run time)",
+                   given_inputs=given_inputs).get("values", {})
     wanted = set(names)
     try:
         return {n: int(v) for n, v in found.items() if n in wanted}

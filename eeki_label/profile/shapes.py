@@ -14,7 +14,7 @@ import re
 
 from onnx import ModelProto, TensorProto, ValueInfoProto
 
-from eeki_label.errors import ShapeError, UsageError
+from eeki_label.errors import ShapeError, UnsupportedOperatorError, UsageError
 
 Shape = tuple[int, ...]
 
@@ -25,10 +25,10 @@ def parse_shape_option(text: str) -> tuple[str, Shape]:
     """Parse ``NAME=1x3x224x224`` (``x`` or ``,`` separated) into ``(name, shape)``."""
     m = _SHAPE_RE.match(text)
     if not m:
-        raise UsageError(f"--input-shape {text!r}: expected NAME=D1xD2x... with positive integers, e.g. x=1x3x224x224")
+        raise UsageError(f"--input-shape {text!r}: expected NAME=D1xD2x... with non-negative integers, e.g. x=1x3x224x224")
     dims = tuple(int(d) for d in re.split(r"\s*[xX,]\s*", m.group(2)))
-    if any(d <= 0 for d in dims):
-        raise UsageError(f"--input-shape {text!r}: dimensions must be positive")
+    if any(d < 0 for d in dims):  # the pattern admits none; 0 is an empty dimension (an empty KV cache)
+        raise UsageError(f"--input-shape {text!r}: dimensions must not be negative")
     return m.group(1), dims
 
 
@@ -48,14 +48,27 @@ def graph_inputs(model: ModelProto) -> list[ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in init_names]
 
 
+#: Element types an input may not have: inputs cannot be generated for them (numpy has no such types)
+#: and onnxruntime's CPU provider runs few operators on them.
+UNSUPPORTED_INPUT_TYPES = frozenset(
+    getattr(TensorProto, name) for name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
+                                            "FLOAT8E8M0", "UINT4", "INT4", "FLOAT4E2M1", "UINT2", "INT2")
+    if hasattr(TensorProto, name))
+
+
 def input_dtype(vi: ValueInfoProto) -> int:
     if not vi.type.HasField("tensor_type"):
         raise ShapeError(f"input {vi.name!r} is not a tensor (sequence/map inputs are not supported)")
-    return vi.type.tensor_type.elem_type
+    elem = vi.type.tensor_type.elem_type
+    if elem in UNSUPPORTED_INPUT_TYPES:
+        raise UnsupportedOperatorError(
+            f"input {vi.name!r} has element type {dtype_name(elem)}: inputs of float8, float4, int4 or uint4 types are "
+            "not supported (no inputs can be generated for them); give the model a float or integer input")
+    return elem
 
 
 class _Declared:
-    """A dimension the model declares as 0 or negative."""
+    """A dimension the model declares as negative."""
 
     def __init__(self, value: int) -> None:
         self.value = int(value)
@@ -67,10 +80,10 @@ def _declared_dims(vi: ValueInfoProto) -> "list[int | str | None]":
         return []
     dims: list[int | str | None] = []
     for d in tt.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))  # 0: an empty dimension (an empty KV cache), legal where the ops allow it
         elif d.HasField("dim_value"):
-            dims.append(_Declared(d.dim_value))  # 0 (an empty tensor) or negative: not a usable size
+            dims.append(_Declared(d.dim_value))  # negative: not a usable size
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(d.dim_param)
         else:

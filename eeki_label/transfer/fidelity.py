@@ -312,6 +312,7 @@ class WeightFeedRunner:
     def __init__(self, loaded: LoadedModel, keys: Sequence[str]):
         model = ModelProto()
         model.CopyFrom(loaded.proto)
+        _unique_node_names(model)
         wanted = set(keys)
         self.feed_names: dict[str, str] = {}
         self.dtypes: dict[str, np.dtype] = {}
@@ -381,6 +382,25 @@ class WeightFeedRunner:
                 raise TransferError(f"onnxruntime failed during the fidelity search: "
                                     f"{' '.join(str(e).split())[:300]}") from e
         return out
+
+
+def _unique_node_names(model: ModelProto) -> None:
+    """Give every named node of every graph a distinct name. onnxruntime accepts a model whose nodes
+    share a name when its constant folding removes the duplicates (Constant nodes), not once they
+    read their values from inputs; names carry no meaning for the computation."""
+    from eeki_label.model_io import iter_graphs
+
+    seen: set[str] = set()
+    for _, g in iter_graphs(model):
+        for node in g.node:
+            if not node.name:
+                continue
+            name, k = node.name, 0
+            while name in seen:
+                k += 1
+                name = f"{node.name}__eeki{k}"
+            node.name = name
+            seen.add(name)
 
 
 def _remove_initializer(g, name: str) -> None:

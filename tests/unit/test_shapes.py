@@ -17,7 +17,8 @@ def model_with_input(dims):
 def test_parse_shape_option_variants():
     assert parse_shape_option("x=1x3x224x224") == ("x", (1, 3, 224, 224))
     assert parse_shape_option(" input.1 = 2,3 ") == ("input.1", (2, 3))
-    for bad in ("x", "x=", "x=1xax2", "=1x2", "x=0x3"):
+    assert parse_shape_option("past=1x0x8") == ("past", (1, 0, 8))  # an empty dimension (an empty KV cache)
+    for bad in ("x", "x=", "x=1xax2", "=1x2", "x=-1x3"):
         with pytest.raises(UsageError):
             parse_shape_option(bad)
     with pytest.raises(UsageError, match="twice"):

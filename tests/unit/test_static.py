@@ -38,8 +38,8 @@ def test_tiny_cnn_by_hand(tmp_path):
     assert p.macs_by_op == {"Conv": conv, "Gemm": gemm}
     assert p.parameters == 8 * 27 + 8 + 32 + 4
     assert p.weight_bytes == 4 * p.parameters
-    # activations: conv out 2048, relu 2048, pool 8, flatten 8, gemm 4 (float32)
-    assert p.activation_elements == 2048 + 2048 + 8 + 8 + 4
+    # activations: conv out 2048, relu 2048, pool 8, gemm 4 (float32); Flatten is a view (no bytes)
+    assert p.activation_elements == 2048 + 2048 + 8 + 4
     assert p.activation_bytes == 4 * p.activation_elements
 
 
@@ -136,7 +136,7 @@ def _loop_model(trip, nested_trip=None, trip_as_input=False, name="loop"):
 def test_loop_body_counts_its_stored_trip_count(tmp_path):
     p = profile(_loop_model(10), tmp_path)
     assert p.macs == 10 * 2 * 8 * 8 and p.loop_bodies == 0
-    assert p.activation_bytes == 10 * (2 * 8 * 4 + 1) + 2 * 8 * 4  # per iteration h_out and c_out; then y
+    assert p.activation_bytes == 10 * 2 * 8 * 4 + 2 * 8 * 4  # per iteration h_out (c_out is an Identity); then y
 
 
 def test_nested_loops_multiply_and_a_slash_in_a_node_name_does_not_break_scoping(tmp_path):
