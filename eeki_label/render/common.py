@@ -205,10 +205,32 @@ def tolerance_text(label) -> str:
 
 
 def transfer_inputs(label) -> "dict | None":
-    """What the HTML what-if needs from the ``transfer`` section: model bytes before and after NNC and
-    the encode and decode seconds of one model. None without a transfer section."""
+    """What the HTML what-if needs from the ``transfer`` section, so that its defaults reproduce the
+    label's own scenario figures: model bytes before and after NNC, the codec seconds on the transfer
+    device (the study's codec energy at the device's codec power, not this host's measured times),
+    the link, powers and grid the label was priced with, and every scenario with the counts that
+    define it (devices, updates, clients, rounds, derived from its transfer/encode counts; see
+    ``transfer/scenarios.py``). None without a transfer section."""
     t = label.transfer
     if t is None:
         return None
-    return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes, "encode_s": t.encode_s,
-            "decode_s": t.decode_s, "qp": t.qp, "codec": t.codec}
+    scenarios = {}
+    for x in t.scenarios:
+        row = {"transfers": x.transfers, "encodes": x.encodes, "decodes": x.decodes,
+               "uncompressed_wh": x.uncompressed_wh, "nnc_wh": x.nnc_wh, "nnc_saving_share": x.nnc_saving_share,
+               "uncompressed_co2_g": x.uncompressed_co2_g, "nnc_co2_g": x.nnc_co2_g, "description": x.description}
+        if x.id == "one-time":
+            row.update(devices=x.transfers, rounds=1)
+        elif x.id == "periodic-updates":
+            row.update(devices=x.transfers // max(1, x.encodes), rounds=x.encodes)
+        else:  # federated: transfers 2KR, encodes (1+K)R
+            rounds = x.encodes - x.transfers // 2
+            row.update(devices=x.transfers // (2 * rounds) if rounds > 0 else 1, rounds=max(1, rounds))
+        scenarios[x.id] = row
+    return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes,
+            "device_encode_s": t.device_encode_s, "device_decode_s": t.device_decode_s,
+            "host_encode_s": t.encode_s, "host_decode_s": t.decode_s,
+            "transfer_power_w": t.transfer_power_w, "codec_power_w": t.codec_power_w,
+            "link_up_mbit_s": t.link_up_bit_s / 1e6, "link_down_mbit_s": t.link_down_bit_s / 1e6,
+            "country": t.country, "grid_g_per_kwh": t.grid_g_co2_per_kwh, "price_eur_per_kwh": t.price_eur_per_kwh,
+            "scenarios": scenarios, "qp": t.qp, "codec": t.codec}

@@ -105,6 +105,12 @@ def report_context(doc) -> dict:
     signature = signature_of(doc)
     views = [_label_view(lab) for lab in labels]
     params = energy_parameters()
+    priced = next((v["transfer"] for v in views if v["transfer"]), None)
+    if priced is not None:  # the location the label's transfer figures were priced with
+        ids = [loc["id"] for loc in params["locations"]]
+        same_g = [loc["id"] for loc in params["locations"] if loc["g_per_kwh"] == priced["grid_g_per_kwh"]]
+        params = {**params, "default_location": priced["country"] if priced["country"] in ids
+                  else (same_g[0] if same_g else params["default_location"])}
     data = {"labels": views, "energy": params, "thresholds": first.label.thresholds, "classes": list(CLASSES),
             "colours": CLASS_COLOURS}
     return {
