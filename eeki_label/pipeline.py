@@ -167,7 +167,7 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
         step("NNC transfer", 0, 1)
         try:
             transfer = assess_transfer(loaded, shapes, static.weight_bytes, ctx.rules.raw, ctx.rules.fidelity,
-                                       options.transfer, previous)
+                                       options.transfer, previous, progress=step)
         except TransferError as e:
             # The label stands without transfer figures: a model NNC cannot code within the fidelity
             # bound is still graded; the artefacts the user asked for (--bitstream) then fail the run.

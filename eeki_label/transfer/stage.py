@@ -199,17 +199,23 @@ def reprice(info: TransferInfo, options: TransferOptions, rules_raw: dict) -> Tr
 
 
 def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_raw: dict, rules_fidelity: dict,
-                    options: TransferOptions, previous: LoadedModel | None = None) -> TransferOutcome:
-    """Encode ``loaded`` with NNC under the rule set's fidelity bound and price the scenarios."""
+                    options: TransferOptions, previous: LoadedModel | None = None, progress=None) -> TransferOutcome:
+    """Encode ``loaded`` with NNC under the rule set's fidelity bound and price the scenarios.
+    ``progress(name, done, total)``: the pipeline's progress callback (names ``NNC transfer: ...``)."""
     from eeki_label.transfer.nnc import encode_model
 
     calibration = load_calibration(options.calibration_data) if options.calibration_data else None
     bound = fidelity_bound(rules_fidelity)
     pricing = _pricing(rules_raw, options)  # bad --network/--country fail before the slow encode
-    full = encode_model(loaded, shapes, bound, calibration, None, options.time_limit_s, baselines=options.baselines)
+    def steps(stage):
+        return (lambda step, done, total: progress(f"{stage}: {step}", done, total)) if progress else None
+
+    full = encode_model(loaded, shapes, bound, calibration, None, options.time_limit_s, baselines=options.baselines,
+                        progress=steps("NNC transfer"))
     delta = None
     if previous is not None:
-        delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s)
+        delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s,
+                             progress=steps("NNC delta"))
 
     original_bytes = loaded.file_bytes + loaded.external_bytes
     graph_bytes = max(0, original_bytes - stored_bytes)

@@ -51,12 +51,13 @@ def test_host_without_a_meter_is_a_one_line_error(no_meter, model, tmp_path, cap
     out = tmp_path / "label.json"
     code, stdout, err = run(["assess", model, "-d", "host", "--runs", "0", "--json", out], capsys)
     assert code == 50
-    assert err.count("\n") == 1 and err.startswith("cannot measure: nothing can be measured on this machine: RAPL:")
+    assert err.count("\n") == 1 and err.startswith("error: cannot measure: nothing can be measured on this machine: RAPL:")
     assert "--allow-estimate" in err and not out.exists() and stdout == ""
 
 
 def test_host_falls_back_to_the_estimate_only_when_allowed(no_meter, model, capsys):
-    code, out, err = run(["assess", model, "-d", "host", "--runs", "0", "--allow-estimate", "--json", "-"], capsys)
+    code, out, err = run(["assess", model, "-d", "host", "--runs", "0", "--allow-estimate", "--json", "-",
+                          "--json-shape", "single"], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["device_class"]["id"] == "single-board-cpu"  # the reference class, never labelled 'host'
@@ -99,7 +100,7 @@ def test_auditor_workflow_with_a_replayed_trace(model, tmp_path, capsys):
     docs = []
     for _ in range(2):  # a replayed trace gives the identical label, class included
         code, out, err = run(["assess", model, "--measurements", rec, "--trace", trace, "--runs", "0",
-                              "--issued-at", ISSUED, "--json", "-", "--no-transfer"], capsys)
+                              "--issued-at", ISSUED, "--json", "-", "--no-transfer", "--json-shape", "single"], capsys)
         assert code == 0, err
         docs.append(json.loads(out))
     assert docs[0] == docs[1]

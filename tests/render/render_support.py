@@ -27,7 +27,7 @@ def example_outputs(tmp_path_factory) -> dict:
     """``assess`` of examples/ppocr_mobile_v2_cls.onnx on one device class with --out DIR, plus its label."""
     out = tmp_path_factory.mktemp("example")
     code = run(["assess", EXAMPLE, "--input-shape", "x=1x3x48x192", "--runs", "1", "-d", "edge-gpu-batch1",
-                "--issued-at", ISSUED_AT, "--issuer", "Test Lab", "--out", out, "-q"])
+                "--json-shape", "single", "--issued-at", ISSUED_AT, "--issuer", "Test Lab", "--out", out, "-q"])
     assert code == 0
     return {"dir": out, "json": out / "label.json", "pdf": out / "label.pdf", "html": out / "report.html",
             "label": json.loads((out / "label.json").read_text())}
