@@ -161,8 +161,8 @@ def transfer_text(label) -> "tuple[str, str] | None":
     if h["one_time_plain_j"] and h["one_time_nnc_j"] is not None:
         saved = h["one_time_plain_j"] - h["one_time_nnc_j"]
         share = abs(saved) / h["one_time_plain_j"] * 100
-        saving = (f"saves {wh(saved)} Wh per transfer (-{share:.0f} %)" if saved >= 0
-                  else f"costs {wh(-saved)} Wh more per transfer (+{share:.0f} %)")
+        saving = (f"saves {human_wh(j_to_wh(saved))} per transfer ({share:.0f} % less)" if saved >= 0
+                  else f"costs {human_wh(j_to_wh(-saved))} more per transfer ({share:.0f} % more)")
     else:
         saving = "saving per transfer: see the transfer section"
     return size, saving

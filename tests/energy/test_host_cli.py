@@ -130,9 +130,9 @@ def test_record_of_another_model_is_refused(model, tmp_path, capsys):
     rec = tmp_path / "rec.json"
     assert run(["measure", model, "--meter", "trace", "-o", rec] + SMALL, capsys)[0] == 0
     other = save(tiny_cnn(batch=1, seed=5), tmp_path / "other.onnx")
-    code, _, err = run(["assess", other, "--measurements", rec, "--runs", "0"], capsys)
+    code, _, err = run(["assess", other, "--measurements", rec, "--runs", "0", "-q"], capsys)
     assert code == 51 and "not of this model" in err and err.count("\n") == 1
-    code, _, err = run(["assess", model, "--measurements", rec, "--runs", "0"], capsys)
+    code, _, err = run(["assess", model, "--measurements", rec, "--runs", "0", "-q"], capsys)
     assert code == 51 and "--trace" in err  # taken with --meter trace, the log is still missing
 
 
@@ -143,7 +143,7 @@ def test_rapl_that_does_not_move_cannot_resolve_the_model(model, tmp_path, monke
     rec = tmp_path / "rec.json"
     code, out, err = run(["measure", model, "--meter", "rapl", "-o", rec] + SMALL[:-1], capsys)
     assert code == 0 and "not resolvable" in err  # the raw samples are archived all the same
-    code, _, err = run(["assess", model, "--measurements", rec, "--runs", "0"], capsys)
+    code, _, err = run(["assess", model, "--measurements", rec, "--runs", "0", "-q"], capsys)
     assert code == 52 and "not positive" in err
 
 
