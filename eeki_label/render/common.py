@@ -110,8 +110,23 @@ def section(label, name: str) -> "dict | None":
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _key_words(path: str) -> str:
+    """``scenarios[1].nnc_delta_wh`` -> ``scenarios 2 › nnc delta (Wh)`` (units in words, 1-based)."""
+    path = re.sub(r"\[(\d+)\]", lambda m: f" {int(m.group(1)) + 1}", path)
+    parts = []
+    for part in path.split("."):
+        for suffix, unit in (("_bytes", "bytes"), ("_wh", "Wh"), ("_j", "J"), ("_s", "s"), ("_g", "g"),
+                             ("_eur", "EUR"), ("_w", "W"), ("_bit_s", "bit/s"), ("_per_kwh", "per kWh")):
+            if part.endswith(suffix) and len(part) > len(suffix):
+                part = f"{part[: -len(suffix)]} ({unit})"
+                break
+        parts.append(part.replace("_", " "))
+    return " › ".join(parts)
+
+
 def flatten(data: Any, prefix: str = "", limit: int = 80) -> list[tuple[str, str]]:
-    """``[(dotted path, value text)]`` of nested data, for a generic table."""
+    """``[(path in words, value in words)]`` of nested data, for a generic table: list positions from
+    1, units from the names, ``n/a``/``yes``/``no`` for null and booleans (never Python's words)."""
     rows: list[tuple[str, str]] = []
 
     def walk(value, path):
@@ -124,13 +139,17 @@ def flatten(data: Any, prefix: str = "", limit: int = 80) -> list[tuple[str, str
             for i, v in enumerate(value):
                 walk(v, f"{path}[{i}]")
         else:
-            if isinstance(value, float):
+            if isinstance(value, bool):
+                text = yes_no(value)
+            elif isinstance(value, float):
                 text = sig(value)
+            elif isinstance(value, int) and path.endswith("_bytes"):
+                text = f"{human_size(value)} ({value:,})" if value >= 1000 else f"{value:,}"
             elif isinstance(value, list):
-                text = ", ".join(sig(v) if isinstance(v, float) else str(v) for v in value)
+                text = ", ".join(sig(v) if isinstance(v, float) else str(v) for v in value) or "none"
             else:
-                text = "null" if value is None else str(value)
-            rows.append((path, one_line(text, 300)))
+                text = "n/a" if value is None else str(value)
+            rows.append((_key_words(path), one_line(text, 300)))
 
     walk(data, prefix)
     return rows
