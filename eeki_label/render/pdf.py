@@ -111,6 +111,9 @@ def _fit_lines(text: str, font: str, size: float, min_size: float, width: float,
     the line is broken, never cut). Only text longer than ``max_lines`` full lines (hostile input)
     ends with an ellipsis; the label JSON has it whole."""
     text = _latin(one_line(text))
+    bound = 400 * max_lines  # more than max_lines full lines hold at any size: hostile text, bounded first
+    if len(text) > bound:
+        text = text[:bound] + "…"
     s = size
     while s >= min_size:
         if stringWidth(text, font, s) <= width:
@@ -118,7 +121,9 @@ def _fit_lines(text: str, font: str, size: float, min_size: float, width: float,
         s -= 0.5
     lines: list[str] = []
     for word in text.split(" "):
-        while stringWidth(word, font, min_size) > width:  # break an over-long word (a file name) at the margin
+        if len(lines) > max_lines:
+            break
+        while stringWidth(word, font, min_size) > width and len(lines) <= max_lines:  # break an over-long word
             cut = max(1, len(_fit(word, font, min_size, width)) - 1)
             lines.append(word[:cut])
             word = word[cut:]
