@@ -782,8 +782,8 @@ def _on_details_page(label_id: str, file_name: str):
         c.saveState()
         c.setFont("Helvetica", 7)
         c.setFillColor(MUTED)
-        c.drawString(MARGIN + 8, 22, _fit(f"eeki-label certificate · {file_name} · label {label_id}", "Helvetica", 7,
-                                          PAGE_W - 2 * MARGIN - 80))
+        _draw_lines(c, MARGIN + 8, 24, f"eeki-label certificate · {file_name} · label {label_id}", "Helvetica", 7,
+                    5.5, PAGE_W - 2 * MARGIN - 80, max_lines=2)
         c.drawRightString(PAGE_W - MARGIN - 8, 22, f"page {c.getPageNumber()}")
         c.restoreState()
 
