@@ -205,10 +205,14 @@ def transfer_line(t) -> str:
     parts = [f"transfer: {t.original_bytes / 1e6:.3g} MB -> {t.compressed_bytes / 1e6:.3g} MB with NNC "
              f"({t.ratio * 100:.1f} %), max output error {t.fidelity.max_rel_error * 100:.2g} % "
              f"(bound {t.fidelity.bound_max_rel_error * 100:g} %, {t.fidelity.calibration} inputs)"]
+    from eeki_label.render.common import human_wh
+
     if one:
-        parts.append(f"one-time {one.uncompressed_wh:.3g} -> {one.nnc_wh:.3g} Wh ({-one.nnc_saving_share * 100:+.0f} %)")
+        parts.append(f"one-time {human_wh(one.uncompressed_wh)} -> {human_wh(one.nnc_wh)} "
+                     f"({-one.nnc_saving_share * 100:+.0f} %)")
     if fed:
-        parts.append(f"federated {fed.uncompressed_wh:.3g} -> {fed.nnc_wh:.3g} Wh ({-fed.nnc_saving_share * 100:+.0f} %)")
+        parts.append(f"federated {human_wh(fed.uncompressed_wh)} -> {human_wh(fed.nnc_wh)} "
+                     f"({-fed.nnc_saving_share * 100:+.0f} %)")
     return "; ".join(parts)
 
 
