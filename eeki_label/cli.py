@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,8 +21,54 @@ from eeki_label.limits import (
     DEFAULT_MAX_ACTIVATION_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_NODES, DEFAULT_MAX_TENSOR_BYTES,
 )
 
+def _plain_help(params) -> None:
+    """Help as the README writes it: a metavar for every value (the option's name, as argparse does,
+    unless the option names its own; never ``<list[str]>``), no value type for on/off flags and
+    arguments (typer >= 0.20 shows ``<bool>``, ``<path>``)."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.display_type_rich = lambda ctx: None  # instance attribute: this parameter only
+        elif param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None
+            if param.metavar is None:
+                param.metavar = param.name.upper()
+        elif param.metavar is None:
+            longest = max(param.opts, key=len).lstrip("-")
+            param.metavar = longest.upper().replace("-", "_")
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help shows plain metavars and ``MODEL`` (not ``{MODEL}``) in the usage line."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_help(self.params)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _plain_help([option])
+        return option
+
+    def collect_usage_pieces(self, ctx) -> list:
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
+class _Group(typer.core.TyperGroup):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_help(self.params)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _plain_help([option])
+        return option
+
+
 app = typer.Typer(
     name="eeki-label",
+    cls=_Group,
     help="A-G energy-efficiency labels for ONNX models, per device class, against a versioned reference catalogue.",
     add_completion=False,
     no_args_is_help=True,
@@ -68,121 +115,199 @@ def _guarded(command):
     return wrapper
 
 
-class _Progress:
-    """One status line on stderr while a step takes seconds; silent when stderr is not a terminal."""
+def _help_ids() -> "tuple[str, str, str]":
+    """Device class ids, their default and task ids for the help texts, read from the installed data
+    (cheap JSON reads); a damaged data file must not break --help, so it then says so."""
+    try:
+        from eeki_label.catalogue import load_catalogue
+        from eeki_label.energy.devices import load_devices
+        from eeki_label.rules import load_rules
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.last = ""
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        text = f"{name} {done}/{total}" if total > 1 else f"{name}..."
-        sys.stderr.write("\r" + text.ljust(max(len(self.last), len(text))))
-        sys.stderr.flush()
-        self.last = text
-
-    def close(self) -> None:
-        if self.enabled and self.last:
-            sys.stderr.write("\r" + " " * len(self.last) + "\r")
-            sys.stderr.flush()
+        cat = load_catalogue()
+        devices = ", ".join(d.id for d in load_devices(cat).classes)
+        tasks = ", ".join(cat.tasks)
+        default = ", ".join(load_rules().default_device_classes)
+        return devices, tasks, "all classes" if default == "all" else default
+    except Exception:  # noqa: BLE001 (help must answer; the command itself reports the damage)
+        return "see 'eeki-label devices'", "see 'eeki-label catalogue'", "the rule set's"
 
 
-@app.command()
+_DEVICE_IDS, _TASK_IDS, _DEFAULT_CLASSES = _help_ids()
+P_WHAT, P_OUT, P_GATE, P_RUN, P_DATA = "What to assess", "Outputs", "Gate", "Runtime profile", "Data versions"
+P_LIMITS, P_RECYCLE, P_HOST = "Limits (untrusted models)", "Recycling and training", "Host measurement (-d host)"
+P_TRANSFER = "Transfer (NNC)"
+
+
+@app.command(cls=_Command)
 @_guarded
 def assess(
-    model: Path = typer.Argument(..., help="The ONNX model file.", show_default=False),
+    model: Path = typer.Argument(..., metavar="MODEL", help="The ONNX model file.", show_default=False),
+    # -- what is assessed
     device_class: List[str] = typer.Option(
-        [], "--device-class", "-d", help="Device class id (repeatable), or 'all' (default: the rule set's default)."),
+        [], "--device-class", "-d", metavar="ID", rich_help_panel=P_WHAT,
+        help=f"Device class (repeatable), or 'all'. Default: {_DEFAULT_CLASSES}. Ids: {_DEVICE_IDS}; 'host' = this "
+             "machine, measured."),
     task: Optional[str] = typer.Option(
-        None, help="Task id (eeki-label catalogue lists them). Default: detected from the model's signature; when "
-                   "neither gives a catalogued task, the label is not graded."),
+        None, metavar="TASK", rich_help_panel=P_WHAT,
+        help=f"Task id from the catalogue: {_TASK_IDS}. Default: detected from the model's signature; when neither "
+             "gives a task with references, the label is not graded."),
     accuracy: Optional[float] = typer.Option(
-        None, help="Declared quality in the task's metric (e.g. top-1 %), range-checked; a claim by the issuer."),
+        None, metavar="Q", rich_help_panel=P_WHAT,
+        help="Declared quality in the task's metric (e.g. top-1 %), range-checked; a claim by the issuer."),
     accuracy_evidence: Optional[Path] = typer.Option(
-        None, help="A file backing --accuracy (any format): its sha256 is recorded in the (signed) label."),
+        None, "--accuracy-evidence", metavar="FILE", rich_help_panel=P_WHAT,
+        help="A file backing --accuracy (any format): its sha256 is recorded in the (signed) label."),
     inputs: Optional[Path] = typer.Option(
-        None, help=".npz of real inputs keyed by input name (no pickles) for the runtime profile, probes and fidelity."),
-    input_shape: List[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for inputs with unknown dims (repeatable)."),
-    out: Optional[Path] = typer.Option(None, help="Folder to write label.json, label.pdf and report.html into."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the label JSON to PATH, or '-' for stdout."),
-    fail_below: Optional[str] = typer.Option(None, help="Exit with code 3 if a label is worse than this class (A..G)."),
-    runs: int = typer.Option(30, min=0, help="Timed onnxruntime runs (0 skips the runtime profile)."),
-    threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime intra-op threads (default: onnxruntime's)."),
-    seed: int = typer.Option(0, help="Seed of the generated inputs."),
-    rules: Optional[str] = typer.Option(None, help="Rule set version (default: newest installed)."),
-    catalogue: Optional[str] = typer.Option(None, help="Reference catalogue version (default: newest installed)."),
-    device_data: Optional[str] = typer.Option(
-        None, "--device-data", help="Device data: a shipped version (e.g. 1.0.0; default: newest) or a JSON file of "
-                                    "one's own (eeki-label calibrate); the label names the file and its sha256."),
-    max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, help="Largest model file accepted, bytes."),
-    max_tensor_bytes: int = typer.Option(DEFAULT_MAX_TENSOR_BYTES, min=1, help="Largest total declared tensor size accepted, bytes."),
-    max_nodes: int = typer.Option(
-        DEFAULT_MAX_NODES, min=1, help="Most nodes accepted once local functions are expanded (subgraphs included)."),
-    max_activation_bytes: int = typer.Option(
-        DEFAULT_MAX_ACTIVATION_BYTES, min=1, help="Largest activation working set (checked before running) and onnxruntime working memory, bytes."),
-    time_limit: float = typer.Option(
-        600.0, min=0.001, help="Wall-clock limit of the runtime profile (and of a shape probe), seconds."),
-    issued_at: Optional[str] = typer.Option(None, help="Fix the issue time (ISO 8601) for reproducible documents."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress."),
-    pdf: Optional[Path] = typer.Option(None, "--pdf", help="Write the PDF certificate to PATH."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Write the interactive HTML report to PATH."),
-    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="Sign the label with this Ed25519 key (keygen)."),
+        None, "--inputs", metavar="FILE.npz", rich_help_panel=P_WHAT,
+        help="Real inputs keyed by input name (no pickles) for the runtime profile, probes and fidelity check; "
+             "their shapes are the assessed shapes."),
+    input_shape: List[str] = typer.Option([], "--input-shape", metavar="NAME=1x3x224x224", rich_help_panel=P_WHAT,
+                                          help="Shape of an input with unknown dims (repeatable)."),
+    # -- outputs
+    out: Optional[Path] = typer.Option(
+        None, "--out-dir", "--out", metavar="DIR", rich_help_panel=P_OUT,
+        help="Folder to write label.json, label.pdf and report.html into ('--out' is the older name)."),
+    json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE|-", rich_help_panel=P_OUT,
+                                           help="Write the label JSON to FILE, or '-' for stdout (nothing else)."),
+    json_shape: str = typer.Option(
+        "set", "--json-shape", metavar="set|single", rich_help_panel=P_OUT,
+        help="'set': always {\"labels\": [...]}; 'single': the one label itself (needs exactly one -d ID). Applies "
+             "to --json, --out-dir, --embed and the signature."),
+    pdf: Optional[Path] = typer.Option(None, "--pdf", metavar="FILE", rich_help_panel=P_OUT,
+                                       help="Write the PDF certificate to FILE."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="FILE", rich_help_panel=P_OUT,
+                                        help="Write the interactive HTML report to FILE."),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", metavar="KEY", rich_help_panel=P_OUT,
+                                            help="Sign the label with this Ed25519 private key (eeki-label keygen)."),
     embed: Optional[Path] = typer.Option(
-        None, "--embed", help="Write a copy of the model with the label in its metadata_props ('eeki_label') to PATH."),
-    issuer: Optional[str] = typer.Option(None, "--issuer", help="Who issues the label (recorded and printed)."),
+        None, "--embed", metavar="FILE", rich_help_panel=P_OUT,
+        help="Write a copy of the model with the label in its metadata_props ('eeki_label') to FILE."),
+    issuer: Optional[str] = typer.Option(None, "--issuer", metavar="TEXT", rich_help_panel=P_OUT,
+                                         help="Who issues the label (recorded and printed)."),
+    issued_at: Optional[str] = typer.Option(None, metavar="ISO8601", rich_help_panel=P_OUT,
+                                            help="Fix the issue time for reproducible documents."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=P_OUT,
+                               help="No summary and no progress (errors are still printed)."),
+    # -- gate
+    fail_below: Optional[str] = typer.Option(
+        None, metavar="CLASS", rich_help_panel=P_GATE,
+        help="Exit with code 3 if a label is worse than CLASS (A..G, either case), or if a device class could not "
+             "be graded (unless --allow-ungraded names it)."),
+    allow_ungraded: List[str] = typer.Option(
+        [], "--allow-ungraded", metavar="ID", rich_help_panel=P_GATE,
+        help="With --fail-below: a device class whose label may be not graded (repeatable)."),
+    # -- runtime profile
+    runs: int = typer.Option(30, min=0, metavar="N", rich_help_panel=P_RUN,
+                             help="Timed onnxruntime runs (0 skips the runtime profile)."),
+    threads: Optional[int] = typer.Option(None, min=1, metavar="N", rich_help_panel=P_RUN,
+                                          help="onnxruntime intra-op threads (default: onnxruntime's)."),
+    seed: int = typer.Option(0, metavar="N", rich_help_panel=P_RUN, help="Seed of the generated inputs."),
+    time_limit: float = typer.Option(
+        600.0, min=0.001, metavar="SECONDS", rich_help_panel=P_RUN,
+        help="Wall-clock limit of the runtime profile (and of a shape probe)."),
+    # -- data versions
+    rules: Optional[str] = typer.Option(None, metavar="VERSION", rich_help_panel=P_DATA,
+                                        help="Rule set version (default: newest installed)."),
+    catalogue: Optional[str] = typer.Option(None, metavar="VERSION", rich_help_panel=P_DATA,
+                                            help="Reference catalogue version (default: newest installed)."),
+    device_data: Optional[str] = typer.Option(
+        None, "--device-data", metavar="VERSION|FILE", rich_help_panel=P_DATA,
+        help="Device data: a shipped version (e.g. 1.0.0; default: newest) or a JSON file of one's own "
+             "(eeki-label calibrate); the label names the file and its sha256."),
+    # -- limits
+    max_file_bytes: int = typer.Option(DEFAULT_MAX_FILE_BYTES, min=1, metavar="BYTES", rich_help_panel=P_LIMITS,
+                                       help="Largest model file accepted."),
+    max_tensor_bytes: int = typer.Option(DEFAULT_MAX_TENSOR_BYTES, min=1, metavar="BYTES", rich_help_panel=P_LIMITS,
+                                         help="Largest total declared tensor size accepted."),
+    max_nodes: int = typer.Option(
+        DEFAULT_MAX_NODES, min=1, metavar="N", rich_help_panel=P_LIMITS,
+        help="Most nodes accepted once local functions are expanded (subgraphs included)."),
+    max_activation_bytes: int = typer.Option(
+        DEFAULT_MAX_ACTIVATION_BYTES, min=1, metavar="BYTES", rich_help_panel=P_LIMITS,
+        help="Largest activation working set (checked before running) and onnxruntime working memory."),
+    # -- recycling
     base: Optional[Path] = typer.Option(
-        None, help="Declared pretrained base model (ONNX): classify tensors as frozen / fine-tuned / new against it."),
+        None, metavar="BASE.onnx", rich_help_panel=P_RECYCLE,
+        help="Declared pretrained base model: classify tensors as frozen / fine-tuned / new against it."),
     train_samples: Optional[int] = typer.Option(
-        None, min=1, help="Training samples for the training-energy figures (default: the rule set's)."),
+        None, min=1, metavar="N", rich_help_panel=P_RECYCLE,
+        help="Training samples for the training-energy figures (default: the rule set's)."),
     epochs: Optional[int] = typer.Option(
-        None, min=1, help="Epochs of recycling and transfer learning (default: the rule set's)."),
+        None, min=1, metavar="N", rich_help_panel=P_RECYCLE,
+        help="Epochs of recycling and transfer learning (default: the rule set's)."),
     scratch_epochs: Optional[int] = typer.Option(
-        None, min=1, help="Epochs of training from scratch (default: the matched catalogue family's, else the rule set's)."),
+        None, min=1, metavar="N", rich_help_panel=P_RECYCLE,
+        help="Epochs of training from scratch (default: the matched catalogue family's, else the rule set's)."),
     training_device_class: Optional[str] = typer.Option(
-        None, help="Device class of the training-energy figures (default: the rule set's)."),
+        None, metavar="ID", rich_help_panel=P_RECYCLE,
+        help="Device class of the training-energy figures (default: the rule set's)."),
     features_cached: Optional[bool] = typer.Option(
-        None, "--features-cached/--no-features-cached",
+        None, "--features-cached/--no-features-cached", rich_help_panel=P_RECYCLE,
         help="Frozen features computed once and reused across epochs (default: the rule set's)."),
     update_codec: str = typer.Option(
-        "auto", help="Size of the update against --base: 'auto' (NNC delta when possible) or 'raw'."),
+        "auto", metavar="auto|raw", rich_help_panel=P_RECYCLE,
+        help="Size of the update against --base: 'auto' (NNC delta when possible) or 'raw'."),
+    # -- host
     meter: str = typer.Option(
-        "auto", help="Meter for --device-class host: auto, rapl, nvml, trace (with --trace) or none."),
+        "auto", metavar="auto|rapl|nvml|trace|none", rich_help_panel=P_HOST,
+        help="Meter for --device-class host (trace: with --trace)."),
     allow_estimate: bool = typer.Option(
-        False, "--allow-estimate", help="If host cannot be measured, give the estimate on the reference class instead."),
+        False, "--allow-estimate", rich_help_panel=P_HOST,
+        help="If host cannot be measured, give the estimate on the reference class instead."),
     measurements: Optional[Path] = typer.Option(
-        None, help="Build the host label from a record written by 'eeki-label measure' (implies -d host)."),
+        None, metavar="RECORD.json", rich_help_panel=P_HOST,
+        help="Build the host label from a record written by 'eeki-label measure' (implies -d host)."),
     trace: Optional[Path] = typer.Option(
-        None, help="External power-meter log (CSV or line protocol) for --meter trace or a record taken with it."),
+        None, metavar="LOG", rich_help_panel=P_HOST,
+        help="External power-meter log (CSV or line protocol) for --meter trace or a record taken with it."),
     reference_class: Optional[str] = typer.Option(
-        None, help="Device class whose estimated reference energy grades host (default: single-board-cpu; GPU runs: "
-                   "datacenter-gpu-batch1)."),
+        None, metavar="ID", rich_help_panel=P_HOST,
+        help="Device class whose estimated reference energy grades host (default: single-board-cpu; GPU runs: "
+             "datacenter-gpu-batch1)."),
     trace_offset_s: Optional[float] = typer.Option(
-        None, help="Clock offset of the meter's logger: logger clock minus tool clock, seconds (default: as recorded, "
-                   "else detected from the power steps)."),
+        None, metavar="SECONDS", rich_help_panel=P_HOST,
+        help="Clock offset of the meter's logger: logger clock minus tool clock (default: as recorded, else "
+             "detected from the power steps)."),
     trace_sample_mode: Optional[str] = typer.Option(
-        None, help="What a trace sample stands for: mean-preceding, mean-following, instant or auto (default: as "
-                   "recorded)."),
+        None, metavar="MODE", rich_help_panel=P_HOST,
+        help="What a trace sample stands for: mean-preceding, mean-following, instant or auto (default: as "
+             "recorded)."),
     reference_record: List[str] = typer.Option(
-        [], "--reference-record", help="ID=RECORD: a catalogue reference measured on this machine with 'measure' "
-                                       "(repeatable); -d host then grades like with like."),
+        [], "--reference-record", metavar="ID=RECORD", rich_help_panel=P_HOST,
+        help="A catalogue reference measured on this machine with 'measure' (repeatable); -d host then grades "
+             "like with like."),
+    # -- transfer
     transfer: bool = typer.Option(
-        True, "--transfer/--no-transfer", help="Code the weights with NNC (ISO/IEC 15938-17) and price distribution."),
-    bitstream: Optional[Path] = typer.Option(None, help="Write the NNC bitstream to PATH ('eeki-label decode' rebuilds the model)."),
-    previous: Optional[Path] = typer.Option(None, help="Previous version of the model: also code the difference (delta)."),
-    delta_bitstream: Optional[Path] = typer.Option(None, help="With --previous: write the delta bitstream to PATH."),
+        True, "--transfer/--no-transfer", rich_help_panel=P_TRANSFER,
+        help="Code the weights with NNC (ISO/IEC 15938-17) and price distribution."),
+    bitstream: Optional[Path] = typer.Option(
+        None, metavar="FILE", rich_help_panel=P_TRANSFER,
+        help="Write the NNC bitstream to FILE ('eeki-label decode' rebuilds the model)."),
+    previous: Optional[Path] = typer.Option(
+        None, metavar="OLD.onnx", rich_help_panel=P_TRANSFER,
+        help="Previous version of the model: also code the difference (delta)."),
+    delta_bitstream: Optional[Path] = typer.Option(
+        None, metavar="FILE", rich_help_panel=P_TRANSFER, help="With --previous: write the delta bitstream to FILE."),
     calibration_data: Optional[Path] = typer.Option(
-        None, help=".npz of real inputs (keyed by input name) for the NNC fidelity check (default: synthetic)."),
-    clients: Optional[int] = typer.Option(None, min=1, help="Federated-learning clients (default: the rule set's)."),
-    rounds: Optional[int] = typer.Option(None, min=1, help="Federated-learning rounds (default: the rule set's)."),
-    updates: Optional[int] = typer.Option(None, min=1, help="Periodic updates (default: the rule set's)."),
-    country: Optional[str] = typer.Option(None, help="Grid carbon intensity of this country code (data/energy/transfer.json)."),
+        None, metavar="FILE.npz", rich_help_panel=P_TRANSFER,
+        help="Real inputs (keyed by input name) for the NNC fidelity check (default: --inputs, else synthetic)."),
+    clients: Optional[int] = typer.Option(None, min=1, metavar="K", rich_help_panel=P_TRANSFER,
+                                          help="Federated-learning clients (default: the rule set's)."),
+    rounds: Optional[int] = typer.Option(None, min=1, metavar="R", rich_help_panel=P_TRANSFER,
+                                         help="Federated-learning rounds (default: the rule set's)."),
+    updates: Optional[int] = typer.Option(None, min=1, metavar="N", rich_help_panel=P_TRANSFER,
+                                          help="Periodic updates (default: the rule set's)."),
+    country: Optional[str] = typer.Option(
+        None, metavar="CC", rich_help_panel=P_TRANSFER,
+        help="Grid carbon intensity of this country code (data/energy/transfer.json)."),
+    # -- exports
     export: List[str] = typer.Option(
-        [], "--export", help="Also write the label as FORMAT=PATH (repeatable; formats: 'eeki-label export --help')."),
+        [], "--export", metavar="FORMAT=PATH", rich_help_panel=P_OUT,
+        help="Also write the label as FORMAT=PATH (repeatable; formats: 'eeki-label export --help')."),
     mlflow: bool = typer.Option(
-        False, "--mlflow", help="Log grade, index, energies and transfer figures and the label/PDF into the active MLflow "
-                                "run (pip install 'eeki-label[mlflow]')."),
+        False, "--mlflow", rich_help_panel=P_OUT,
+        help="Log grade, index, energies and transfer figures and the label/PDF into the active MLflow run "
+             "(pip install 'eeki-label[mlflow]')."),
 ) -> None:
     """Profile MODEL, estimate its energy per inference per device class, and grade it A..G."""
     from eeki_label.model_io import LoadLimits
@@ -193,10 +318,17 @@ def assess(
     from eeki_label.profile.shapes import parse_shape_options
     from eeki_label.recycle import RecyclingOptions
     from eeki_label.render.text import summary
-    from eeki_label.rules import class_rank, worse_than
+    from eeki_label.rules import class_rank
 
     if fail_below is not None:
         class_rank(fail_below)
+    if allow_ungraded and fail_below is None:
+        raise UsageError("--allow-ungraded applies to the gate: add --fail-below CLASS")
+    if json_shape not in ("set", "single"):
+        raise UsageError(f"--json-shape {json_shape!r}: use 'set' or 'single'")
+    if json_shape == "single" and not (len(device_class) == 1 and device_class[0] != "all") \
+            and not (not device_class and measurements):
+        raise UsageError("--json-shape single needs exactly one --device-class ID (several classes make a label set)")
     if issued_at is not None:
         _check_iso(issued_at)
     if issuer is not None:
@@ -239,11 +371,15 @@ def assess(
         {"the model": model, "--base": base, "--previous": previous, "--measurements": measurements, "--trace": trace,
          "--calibration-data": calibration_data, "--sign-key": sign_key, "--inputs": inputs,
          "--accuracy-evidence": accuracy_evidence})
-    progress = _Progress(not quiet)
+    from eeki_label.cli_progress import StageProgress
+
+    progress = StageProgress(not quiet)
+    ok = False
     try:
         assessment = run_assessment(model, options, progress)
+        ok = True
     finally:
-        progress.close()
+        progress.close(ok)
     labels = assessment.labels
     extra, unwritten = {}, []
     if assessment.transfer is not None:  # a bitstream NNC could not make is reported after the label is written
@@ -253,7 +389,9 @@ def assess(
                 extra[path] = data
             elif path is not None:
                 unwritten.append(option)
-    doc = labels.labels[0] if len(labels.labels) == 1 else labels
+    if json_shape == "single" and len(labels.labels) != 1:
+        raise UsageError(f"--json-shape single: {len(labels.labels)} labels were made; use the default 'set'")
+    doc = labels.labels[0] if json_shape == "single" else labels
     if signing_key is not None:
         from eeki_label.signing import sign_document
 
@@ -266,7 +404,10 @@ def assess(
         src = source_of(doc)
         for fmt, path in exports:
             extra[Path(path)] = export_text(src, fmt)
+    t_write = time.perf_counter()
     _write_outputs(doc, text, out=out, json_out=json_out, pdf=pdf, html=html, embed=embed, model=model, extra=extra)
+    if out or pdf or html or embed or extra or (json_out and json_out != "-"):
+        progress.stage_done("render and write", time.perf_counter() - t_write)
     if mlflow:
         from eeki_label.export.mlflow_run import log_to_mlflow
 
@@ -275,6 +416,10 @@ def assess(
         sys.stdout.write(text)
     if not quiet and json_out != "-":
         typer.echo(summary(labels))
+        written = _written(out=out, json_out=json_out, pdf=pdf, html=html, embed=embed, extra=extra)
+        if written:
+            how = f"signed with key {doc.signature.key_fingerprint}" if signing_key is not None else "unsigned"
+            typer.echo(f"wrote ({how}):\n  " + written.replace(", ", "\n  "))
 
     from eeki_label.energy.host import unresolved_reason
 
@@ -282,13 +427,7 @@ def assess(
     if unresolved:  # the label is written (class null, with the reason); the exit code says it is not graded
         raise UnresolvedMeasurementError(unresolved)
     if fail_below is not None:
-        gradable = [lab for lab in labels.labels if lab.label.gradable]
-        failing = [lab for lab in gradable if worse_than(lab.label.class_, fail_below)]
-        if not gradable:
-            raise GateFailed(f"no assessed device class could be graded; required at least class {fail_below.upper()}")
-        if failing:
-            worst = ", ".join(f"{lab.device_class.id}={lab.label.class_}" for lab in failing)
-            raise GateFailed(f"class worse than {fail_below.upper()}: {worst}")
+        _gate(labels.labels, fail_below, allow_ungraded)
     if unwritten:
         f = assessment.transfer.failure
         raise TransferError(f"{' and '.join(unwritten)} not written: NNC {f.part if f else 'coding'} failed "
@@ -315,6 +454,37 @@ def _reference_records(items) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+
+def _gate(labels, fail_below: str, allow_ungraded) -> None:
+    """The pre-release gate (README, "Gate"): every label graded and none worse than ``fail_below``;
+    a device class named by ``--allow-ungraded`` may be not graded (its label then passes)."""
+    from eeki_label.rules import worse_than
+
+    required = fail_below.upper()
+    allowed = set(allow_ungraded)
+    ungraded = [lab for lab in labels if not lab.label.gradable and lab.device_class.id not in allowed]
+    failing = [lab for lab in labels if lab.label.gradable and worse_than(lab.label.class_, required)]
+    problems = []
+    if failing:
+        problems.append(f"class worse than {required}: "
+                        + ", ".join(f"{lab.device_class.id}={lab.label.class_}" for lab in failing))
+    if ungraded:
+        problems.append("not graded: " + ", ".join(lab.device_class.id for lab in ungraded)
+                        + " (--allow-ungraded ID accepts that)")
+    if not any(lab.label.gradable for lab in labels) and not problems:
+        problems.append("no device class could be graded")
+    if problems:
+        raise GateFailed(f"required at least class {required}; " + "; ".join(problems))
+
+
+def _written(*, out=None, json_out=None, pdf=None, html=None, embed=None, extra=None) -> str:
+    """The files an assess or render wrote, for the confirmation line."""
+    names = [str(out / n) for n in ("label.json", "label.pdf", "report.html")] if out is not None else []
+    names += [str(p) for p in (json_out if json_out != "-" else None, pdf, html, embed) if p]
+    names += [str(p) for p in (extra or {})]
+    return ", ".join(names)
+
+
 def _host_options(meter, allow_estimate, measurements, trace, reference_class, device_classes=(), **more):
     from eeki_label.energy.host import HOST_CLASS_ID, HostOptions
 
@@ -325,7 +495,7 @@ def _host_options(meter, allow_estimate, measurements, trace, reference_class, d
                        reference_class=reference_class, **more)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_guarded
 def measure(
     model: Path = typer.Argument(..., help="The ONNX model file.", show_default=False),
@@ -389,11 +559,15 @@ def measure(
 
     # the protocol runs the model in this process: first show, sandboxed, that it ends within the limits
     trial_run(loaded, shapes, time_limit_s=DEFAULT_PROBE_TIME_LIMIT_S, what="the trial run before the measurement")
-    progress = _Progress(not quiet)
+    from eeki_label.cli_progress import StageProgress
+
+    progress = StageProgress(not quiet)
+    ok = False
     try:
         record = measure_record(loaded, shapes, options, progress)
+        ok = True
     finally:
-        progress.close()
+        progress.close(ok)
     # nothing lost: the runs and their markers are on disk before the trace is read
     write_atomic(markers or out.with_name(out.name + ".markers.csv"), markers_csv(record))
     write_atomic(out, dump_record(record))
@@ -500,7 +674,7 @@ def _write_outputs(doc, text: str, *, out=None, json_out=None, pdf=None, html=No
             batch.add_stream(embed, lambda f: write_embedded(model, text, first.model.sha256, f))
 
 
-@app.command("render")
+@app.command(cls=_Command, name="render")
 @_guarded
 def render_cmd(
     label: Path = typer.Argument(..., help="A label JSON file (or a model with an embedded label).", show_default=False),
@@ -525,9 +699,10 @@ def render_cmd(
     if obj.get("signature") is not None:
         check_signature(obj, label.name)  # never print a certificate that claims a signature it does not carry
     _write_outputs(doc, dump_json(doc), pdf=pdf, html=html)
+    typer.echo("wrote:\n  " + _written(pdf=pdf, html=html).replace(", ", "\n  "))
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 @_guarded
 def export_cmd(
     label: Path = typer.Argument(..., help="A label JSON file (label or label set), or a model with an embedded label.",
@@ -578,7 +753,7 @@ def export_cmd(
     write_atomic(out, text)
 
 
-@app.command("gate")
+@app.command("gate", cls=_Command)
 @_guarded
 def gate_cmd(
     models: List[Path] = typer.Argument(..., help="ONNX models (a pre-commit hook passes the changed ones).",
@@ -616,7 +791,7 @@ def gate_cmd(
         raise GateFailed(f"worse than class {fail_below.upper()} or not gradable: {'; '.join(failures)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_guarded
 def keygen(
     out: Path = typer.Option(..., "--out", help="Private key file to write (PEM, mode 600); the public key goes to OUT.pub."),
@@ -638,7 +813,7 @@ def keygen(
     typer.echo(f"wrote {out} (private key, mode 600) and {pub}; key {fingerprint(load_public_key(pub))}")
 
 
-@app.command("verify")
+@app.command(cls=_Command, name="verify")
 @_guarded
 def verify_cmd(
     label: Path = typer.Argument(..., help="A label JSON file, or a model with an embedded label.", show_default=False),
@@ -681,7 +856,7 @@ def _check_iso(text: str) -> None:
         raise UsageError(f"--issued-at {text!r} is not an ISO 8601 date-time") from e
 
 
-@app.command()
+@app.command(cls=_Command)
 @_guarded
 def devices(
     calibration: bool = typer.Option(False, "--calibration", help="Print the calibration table (Markdown): every "
@@ -697,7 +872,7 @@ def devices(
     typer.echo(calibration_table(ctx) if calibration else devices_table(ctx))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_guarded
 def calibrate(
     models: List[Path] = typer.Argument(..., help="ONNX models to measure here, e.g. the catalogue's references "
@@ -752,12 +927,16 @@ def calibrate(
     if not measurements:
         open_meter(meter).close()  # fail before loading anything when nothing can be measured
     options = AssessOptions(input_shapes=parse_shape_options(input_shape))
-    progress = _Progress(not quiet)
+    from eeki_label.cli_progress import StageProgress
+
+    progress = StageProgress(not quiet)
+    ok = False
     try:
         workloads = measure_workloads([str(m) for m in models], [str(r) for r in measurements], host, options,
                                       load_catalogue(None), progress)
+        ok = True
     finally:
-        progress.close()
+        progress.close(ok)
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     write_atomic(out, dump_document(calibration_document(spec, workloads, __version__, created)))
     if quiet:
@@ -771,10 +950,12 @@ def calibrate(
     typer.echo(f"use it: eeki-label assess MODEL --device-data {out} -d {class_id}")
 
 
-@app.command("catalogue")
+@app.command(cls=_Command, name="catalogue")
 @_guarded
 def catalogue_cmd(
-    version: Optional[str] = typer.Option(None, help="Catalogue version (default: newest installed)."),
+    version: Optional[str] = typer.Option(
+        None, "--catalogue", "--version", metavar="VERSION",
+        help="Catalogue version, as in 'assess --catalogue' (default: newest installed)."),
 ) -> None:
     """List the reference catalogue: tasks and reference models."""
     from eeki_label.catalogue import load_catalogue
@@ -783,7 +964,7 @@ def catalogue_cmd(
     typer.echo(catalogue_table(load_catalogue(version)))
 
 
-@app.command("rules")
+@app.command(cls=_Command, name="rules")
 @_guarded
 def rules_cmd() -> None:
     """List the installed rule sets and the newest one's class thresholds."""
@@ -793,7 +974,7 @@ def rules_cmd() -> None:
     typer.echo(rules_table([load_rules(v) for v in available_versions()]))
 
 
-@app.command("transfer")
+@app.command(cls=_Command, name="transfer")
 @_guarded
 def transfer_cmd(
     source: Path = typer.Argument(..., help="An ONNX model (coded with NNC now) or a label JSON with a transfer section.",
@@ -867,7 +1048,7 @@ def _read_transfer_section(path: Path):
     return first.transfer, first.rules.version
 
 
-@app.command("decode")
+@app.command(cls=_Command, name="decode")
 @_guarded
 def decode_cmd(
     bitstream: Path = typer.Argument(..., help="An NNC bitstream written by 'assess --bitstream'.", show_default=False),
@@ -900,11 +1081,28 @@ def decode_cmd(
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 usage, others: README "Exit codes")."""
+    # click's exception classes, whether typer uses click or its own copy of it
+    click_usage_error = typer.BadParameter.__mro__[1]
+    click_exception = typer.BadParameter.__mro__[2]
     try:
-        app(args=argv, prog_name="eeki-label")
+        result = app(args=argv, prog_name="eeki-label", standalone_mode=False)
+    except click_usage_error as e:
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare command: typer has shown its help
+            return 2
+        # one line with the same prefix as every other error (README, "Exit codes")
+        where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        sys.stderr.write(UsageError(e.format_message().rstrip(".") + where).diagnostics() + "\n")
+        return 2
+    except click_exception as e:
+        sys.stderr.write(f"error: {' '.join(e.format_message().split())}\n")
+        return getattr(e, "exit_code", 1)
+    except typer.Abort:
+        sys.stderr.write("interrupted\n")
+        return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

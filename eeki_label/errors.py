@@ -2,7 +2,7 @@
 
 Every error carries the process exit code the CLI returns for it and a one-line diagnosis. Stages
 raise these (with ``from`` the underlying exception); ``cli.py`` catches them in one place and
-prints ``error: <diagnosis>`` on stderr. The codes are documented in README.md ("Exit codes") and
+prints ``error: <diagnosis>`` (``error: <kind>: <diagnosis>`` for the kinds with a label) on stderr. The codes are documented in README.md ("Exit codes") and
 a test keeps that table and this module in step.
 """
 
@@ -21,14 +21,15 @@ class EekiError(Exception):
         super().__init__(one_line)
 
     def diagnostics(self) -> str:
-        return f"{self.label}: {self}"
+        """One line that always starts with ``error:``, then the kind of error where it is not generic."""
+        return f"error: {self}" if self.label == "error" else f"error: {self.label}: {self}"
 
 
 class UsageError(EekiError):
     """An option value that cannot be used (bad --input-shape syntax, unknown --fail-below class)."""
 
     exit_code = 2
-    label = "usage error"
+    label = "usage"
 
 
 class GateFailed(EekiError):

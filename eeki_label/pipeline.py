@@ -243,7 +243,7 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
 
             topts = dataclasses.replace(topts, calibration_data=given_path)  # the checked --inputs
         transfer = assess_transfer(loaded, shapes, static.weight_bytes, ctx.rules.raw, ctx.rules.fidelity,
-                                   topts, delta_ref, "previous" if previous is not None else "base")
+                                   topts, delta_ref, "previous" if previous is not None else "base", progress=step)
         labels = [lab.model_copy(update={"transfer": transfer.info}) for lab in labels]
         if shared_delta:
             recycling = recycling_info(with_coded_update(recycled, *delta_update_bytes(transfer)), static.weight_bytes)

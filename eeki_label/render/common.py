@@ -110,8 +110,23 @@ def section(label, name: str) -> "dict | None":
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _key_words(path: str) -> str:
+    """``scenarios[1].nnc_delta_wh`` -> ``scenarios 2 › nnc delta (Wh)`` (units in words, 1-based)."""
+    path = re.sub(r"\[(\d+)\]", lambda m: f" {int(m.group(1)) + 1}", path)
+    parts = []
+    for part in path.split("."):
+        for suffix, unit in (("_bytes", "bytes"), ("_wh", "Wh"), ("_j", "J"), ("_s", "s"), ("_g", "g"),
+                             ("_eur", "EUR"), ("_w", "W"), ("_bit_s", "bit/s"), ("_per_kwh", "per kWh")):
+            if part.endswith(suffix) and len(part) > len(suffix):
+                part = f"{part[: -len(suffix)]} ({unit})"
+                break
+        parts.append(part.replace("_", " "))
+    return " › ".join(parts)
+
+
 def flatten(data: Any, prefix: str = "", limit: int = 80) -> list[tuple[str, str]]:
-    """``[(dotted path, value text)]`` of nested data, for a generic table."""
+    """``[(path in words, value in words)]`` of nested data, for a generic table: list positions from
+    1, units from the names, ``n/a``/``yes``/``no`` for null and booleans (never Python's words)."""
     rows: list[tuple[str, str]] = []
 
     def walk(value, path):
@@ -124,13 +139,17 @@ def flatten(data: Any, prefix: str = "", limit: int = 80) -> list[tuple[str, str
             for i, v in enumerate(value):
                 walk(v, f"{path}[{i}]")
         else:
-            if isinstance(value, float):
+            if isinstance(value, bool):
+                text = yes_no(value)
+            elif isinstance(value, float):
                 text = sig(value)
+            elif isinstance(value, int) and path.endswith("_bytes"):
+                text = f"{human_size(value)} ({value:,})" if value >= 1000 else f"{value:,}"
             elif isinstance(value, list):
-                text = ", ".join(sig(v) if isinstance(v, float) else str(v) for v in value)
+                text = ", ".join(sig(v) if isinstance(v, float) else str(v) for v in value) or "none"
             else:
-                text = "null" if value is None else str(value)
-            rows.append((path, one_line(text, 300)))
+                text = "n/a" if value is None else str(value)
+            rows.append((_key_words(path), one_line(text, 300)))
 
     walk(data, prefix)
     return rows
@@ -165,8 +184,8 @@ def transfer_text(label) -> "tuple[str, str] | None":
     if h["one_time_plain_j"] and h["one_time_nnc_j"] is not None:
         saved = h["one_time_plain_j"] - h["one_time_nnc_j"]
         share = abs(saved) / h["one_time_plain_j"] * 100
-        saving = (f"saves {wh(saved)} Wh per transfer (-{share:.0f} %)" if saved >= 0
-                  else f"costs {wh(-saved)} Wh more per transfer (+{share:.0f} %)")
+        saving = (f"saves {human_wh(j_to_wh(saved))} per transfer ({share:.0f} % less)" if saved >= 0
+                  else f"costs {human_wh(j_to_wh(-saved))} more per transfer ({share:.0f} % more)")
     else:
         saving = "saving per transfer: see the transfer section"
     return size, saving
@@ -209,10 +228,153 @@ def tolerance_text(label) -> str:
 
 
 def transfer_inputs(label) -> "dict | None":
-    """What the HTML what-if needs from the ``transfer`` section: model bytes before and after NNC and
-    the encode and decode seconds of one model. None without a transfer section or coded figures."""
+    """What the HTML what-if needs from the ``transfer`` section, so that its defaults reproduce the
+    label's own scenario figures: model bytes before and after NNC, the codec seconds on the transfer
+    device (the study's codec energy at the device's codec power, not this host's measured times),
+    the link, powers and grid the label was priced with, and every scenario with the counts that
+    define it (devices, updates, clients, rounds, derived from its transfer/encode counts; see
+    ``transfer/scenarios.py``). None without a transfer section."""
     t = label.transfer
     if t is None or t.status == "failed":
         return None
-    return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes, "encode_s": t.encode_s,
-            "decode_s": t.decode_s, "qp": t.qp, "codec": t.codec}
+    scenarios = {}
+    for x in t.scenarios:
+        row = {"transfers": x.transfers, "encodes": x.encodes, "decodes": x.decodes,
+               "uncompressed_wh": x.uncompressed_wh, "nnc_wh": x.nnc_wh, "nnc_saving_share": x.nnc_saving_share,
+               "uncompressed_co2_g": x.uncompressed_co2_g, "nnc_co2_g": x.nnc_co2_g, "description": x.description}
+        if x.id == "one-time":
+            row.update(devices=x.transfers, rounds=1)
+        elif x.id == "periodic-updates":
+            row.update(devices=x.transfers // max(1, x.encodes), rounds=x.encodes)
+        else:  # federated: transfers 2KR, encodes (1+K)R
+            rounds = x.encodes - x.transfers // 2
+            row.update(devices=x.transfers // (2 * rounds) if rounds > 0 else 1, rounds=max(1, rounds))
+        scenarios[x.id] = row
+    return {"original_bytes": t.original_bytes, "compressed_bytes": t.compressed_bytes,
+            "device_encode_s": t.device_encode_s, "device_decode_s": t.device_decode_s,
+            "host_encode_s": t.encode_s, "host_decode_s": t.decode_s,
+            "transfer_power_w": t.transfer_power_w, "codec_power_w": t.codec_power_w,
+            "link_up_mbit_s": t.link_up_bit_s / 1e6, "link_down_mbit_s": t.link_down_bit_s / 1e6,
+            "country": t.country, "grid_g_per_kwh": t.grid_g_co2_per_kwh, "price_eur_per_kwh": t.price_eur_per_kwh,
+            "scenarios": scenarios, "qp": t.qp, "codec": t.codec}
+
+
+# --------------------------------------------------------------------------------------------
+# Human-readable quantities (raw values stay in the JSON; these are for people)
+
+_BYTES_IN_TEXT = re.compile(r"\b(\d{4,})(?: bytes\b|(?=$|[;,)]))")  # "N bytes", or "has N" (energy/estimate.py)
+
+
+def human_size(size_bytes: "float | None") -> str:
+    """Bytes in B, kB, MB or GB (decimal, 3 significant digits)."""
+    if size_bytes is None:
+        return "n/a"
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(size_bytes) >= factor:
+            return f"{sig(size_bytes / factor, 3)} {unit}"
+    return f"{int(size_bytes)} B"
+
+
+def humanise_bytes_in(text: str) -> str:
+    """``needs 102793728 bytes`` -> ``needs 103 MB`` in free text written by the stages (a bare number of
+    4+ digits at the end of a clause is the device's memory in bytes: ``the device has 804864``)."""
+    return _BYTES_IN_TEXT.sub(lambda m: human_size(int(m.group(1))), text)
+
+
+def human_energy(energy_j: "float | None") -> str:
+    """Energy with the unit its magnitude asks for: µJ, mJ, J, Wh, kWh, MWh (3 significant digits)."""
+    if energy_j is None:
+        return "n/a"
+    e = abs(energy_j)
+    if e == 0:
+        return "0 J"
+    if e < 1e-3:
+        return f"{sig(energy_j * 1e6, 3)} µJ"
+    if e < 1:
+        return f"{sig(j_to_mj(energy_j), 3)} mJ"
+    if e < 3600:
+        return f"{sig(energy_j, 3)} J"
+    return human_wh(j_to_wh(energy_j))
+
+
+def human_wh(energy_wh: "float | None") -> str:
+    """Watt-hours in mWh, Wh, kWh or MWh by magnitude (3 significant digits)."""
+    if energy_wh is None:
+        return "n/a"
+    e = abs(energy_wh)
+    if e == 0:
+        return "0 Wh"
+    for unit, factor in (("MWh", 1e6), ("kWh", 1e3), ("Wh", 1.0)):
+        if e >= factor:
+            return f"{sig(energy_wh / factor, 3)} {unit}"
+    return f"{sig(energy_wh * 1e3, 3)} mWh"
+
+
+def per_1000_text(label) -> str:
+    """Energy of 1,000 inferences, unit by magnitude (mWh, Wh, kWh)."""
+    e = label.inference.energy_j
+    return "n/a" if e is None else human_wh(j_to_wh(e * 1000))
+
+
+def human_count(n: "float | None", unit: str = "") -> str:
+    """12,345 -> 12.3 thousand; 16,315,376 -> 16.3 million (for MACs and parameters in prose)."""
+    if n is None:
+        return "n/a"
+    for word, factor in (("billion", 1e9), ("million", 1e6)):
+        if abs(n) >= factor:
+            return f"{sig(n / factor, 3)} {word}{' ' + unit if unit else ''}"
+    return f"{int(n):,}{' ' + unit if unit else ''}"
+
+
+def task_text(label) -> str:
+    """The task and how it was established: declared, detected (with the evidence), or the default."""
+    t = label.task
+    detected = getattr(t, "detected_from", None)
+    if t.declared:
+        how = "declared (--task)"
+    elif detected:
+        how = f"detected from {one_line(detected, 160)}"
+    else:
+        how = "not declared: the rule set's default task (declare it with --task)"
+    return f"{t.id}, {how}"
+
+
+def quality_text(label) -> str:
+    """The candidate's declared quality, or that it is not declared."""
+    q = label.task.quality
+    return f"{q.declared:g} ({q.metric})" if q.declared is not None else f"not declared ({q.metric})"
+
+
+def reference_text(label) -> str:
+    """The reference, its quality, and why it is the reference on this device class."""
+    r = label.reference
+    if r.model_id is None:
+        return f"none: {humanise_bytes_in(r.selection)}"
+    quality = f", quality {r.quality:g} {label.task.quality.metric}" if r.quality is not None else ""
+    n = r.candidates_considered
+    fits = f"; {n} of the task's catalogue references {'qualify' if n != 1 else 'qualifies'} on this device class"
+    return f"{r.name or r.model_id} ({r.model_id}{quality}): {r.selection}{fits}"
+
+
+def bands_text(thresholds: dict) -> str:
+    """``A up to 0.7, B 0.7 to 1.25, ..., G above 16`` from a rule set's upper bounds."""
+    parts, prev = [], None
+    for letter in CLASSES:
+        bound = thresholds.get(letter)
+        if bound is None:
+            parts.append(f"{letter} above {prev:g}" if prev is not None else f"{letter} any")
+        elif prev is None:
+            parts.append(f"{letter} up to {bound:g}")
+        else:
+            parts.append(f"{letter} {prev:g} to {bound:g}")
+        if bound is not None:
+            prev = bound
+    return ", ".join(parts)
+
+
+INDEX_DEFINITION = ("index = the model's energy per inference / the reference's energy per inference on the same "
+                    "device class (both estimated the same way); lower is better")
+
+
+def yes_no(value: "bool | None") -> str:
+    return "n/a" if value is None else ("yes" if value else "no")

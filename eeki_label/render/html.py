@@ -21,8 +21,9 @@ from markupsafe import Markup
 from eeki_label import __version__
 from eeki_label.errors import CatalogueError
 from eeki_label.render.common import (
-    CLASS_COLOURS, CLASSES, flatten, label_document, label_id_of, labels_of, mj, one_line, qr_payload,
-    recycling_text, section, sig, signature_of, tolerance_text, transfer_inputs, transfer_text, wh_per_1000,
+    CLASS_COLOURS, CLASSES, flatten, human_energy, label_document, label_id_of, labels_of, mj, one_line,
+    per_1000_text, qr_payload, recycling_text, section, sig, signature_of, tolerance_text, transfer_inputs,
+    transfer_text, wh_per_1000,
 )
 
 ENERGY_FILE = "transfer.json"
@@ -81,6 +82,11 @@ def energy_parameters() -> dict:
         raise CatalogueError(f"data file energy/{ENERGY_FILE} is damaged: {e!r}") from e
 
 
+def _split(text: str) -> "tuple[str, str]":
+    value, _, unit = text.partition(" ")
+    return value, unit
+
+
 def _label_view(lab) -> dict:
     g = lab.label
     return {
@@ -90,6 +96,9 @@ def _label_view(lab) -> dict:
         "reference_id": lab.reference.model_id, "reference_name": lab.reference.name,
         "reference_energy_j": lab.reference.energy_j,
         "mj": mj(lab.inference.energy_j), "wh_1000": wh_per_1000(lab), "ref_mj": mj(lab.reference.energy_j),
+        "energy_value": _split(human_energy(lab.inference.energy_j))[0],
+        "energy_unit": _split(human_energy(lab.inference.energy_j))[1],
+        "per_1000_value": _split(per_1000_text(lab))[0], "per_1000_unit": _split(per_1000_text(lab))[1],
         "index_text": sig(g.index, 3), "margin": tolerance_text(lab),
         "transfer": transfer_inputs(lab), "label_id": label_id_of(lab),
     }
@@ -105,6 +114,12 @@ def report_context(doc) -> dict:
     signature = signature_of(doc)
     views = [_label_view(lab) for lab in labels]
     params = energy_parameters()
+    priced = next((v["transfer"] for v in views if v["transfer"]), None)
+    if priced is not None:  # the location the label's transfer figures were priced with
+        ids = [loc["id"] for loc in params["locations"]]
+        same_g = [loc["id"] for loc in params["locations"] if loc["g_per_kwh"] == priced["grid_g_per_kwh"]]
+        params = {**params, "default_location": priced["country"] if priced["country"] in ids
+                  else (same_g[0] if same_g else params["default_location"])}
     data = {"labels": views, "energy": params, "thresholds": first.label.thresholds, "classes": list(CLASSES),
             "colours": CLASS_COLOURS}
     return {

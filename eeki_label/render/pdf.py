@@ -36,8 +36,9 @@ from reportlab.platypus import (
 
 from eeki_label import __version__
 from eeki_label.render.common import (
-    CLASS_COLOURS, CLASSES, flatten, label_document, label_id_of, labels_of, mj, one_line, qr_payload,
-    recycling_text, section, sig, signature_of, tolerance_text, transfer_text, wh_per_1000,
+    CLASS_COLOURS, CLASSES, INDEX_DEFINITION, bands_text, human_count, human_energy, human_size, human_wh,
+    humanise_bytes_in, label_document, label_id_of, labels_of, one_line, per_1000_text, qr_payload,
+    quality_text, recycling_text, sig, signature_of, task_text, tolerance_text, transfer_text, yes_no,
 )
 
 PAGE_W, PAGE_H = A4
@@ -101,6 +102,55 @@ def _fit(text: str, font: str, size: float, width: float) -> str:
         else:
             hi = mid
     return text[:lo] + "…"
+
+
+def _fit_lines(text: str, font: str, size: float, min_size: float, width: float,
+               max_lines: int = 2) -> "tuple[float, list[str]]":
+    """Shrink-to-fit, then wrap: the largest size from ``size`` down to ``min_size`` (half-point
+    steps) at which ``text`` fits one line; else ``text`` wrapped at ``min_size`` (a word wider than
+    the line is broken, never cut). Only text longer than ``max_lines`` full lines (hostile input)
+    ends with an ellipsis; the label JSON has it whole."""
+    text = _latin(one_line(text))
+    bound = 400 * max_lines  # more than max_lines full lines hold at any size: hostile text, bounded first
+    if len(text) > bound:
+        text = text[:bound] + "…"
+    s = size
+    while s >= min_size:
+        if stringWidth(text, font, s) <= width:
+            return s, [text]
+        s -= 0.5
+    lines: list[str] = []
+    for word in text.split(" "):
+        if len(lines) > max_lines:
+            break
+        while stringWidth(word, font, min_size) > width and len(lines) <= max_lines:  # break an over-long word
+            cut = max(1, len(_fit(word, font, min_size, width)) - 1)
+            lines.append(word[:cut])
+            word = word[cut:]
+        if lines and stringWidth(lines[-1] + " " + word, font, min_size) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [_fit(" ".join(lines[max_lines - 1:]), font, min_size, width)]
+    return min_size, lines or [""]
+
+
+def _draw_lines(c, x: float, y: float, text: str, font: str, size: float, min_size: float, width: float,
+                max_lines: int = 2, leading: float = 1.18) -> float:
+    """Draw ``text`` shrunk to fit or wrapped (``_fit_lines``) from baseline ``y`` down; returns the
+    extra height used beyond one line of ``size``."""
+    used, lines = _fit_lines(text, font, size, min_size, width, max_lines)
+    c.setFont(font, used)
+    for i, line in enumerate(lines):
+        c.drawString(x, y - i * used * leading, line)
+    return (len(lines) - 1) * used * leading
+
+
+def _split_unit(text: str) -> "tuple[str, str]":
+    """``'1.60 mJ'`` -> ``('1.60', 'mJ')``; ``'n/a'`` -> ``('n/a', '')``."""
+    value, _, unit = text.partition(" ")
+    return value, unit
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,21 +226,21 @@ class LabelPage(Flowable):
         if total > 1:
             c.drawRightString(right - 12, top - 27, f"device class {n} of {total}")
 
-        # Identity
+        # Identity: long texts shrink to a floor, then wrap; the space they take comes off the scale
         y = top - 80
+        tw = width - 78
         self._caption(c, left, y, "MODEL")
         c.setFillColor(INK)
-        c.setFont("Helvetica-Bold", 15)
-        c.drawString(left + 78, y - 2, _fit(lab.model.file_name, "Helvetica-Bold", 15, width - 78))
+        y -= _draw_lines(c, left + 78, y - 2, lab.model.file_name, "Helvetica-Bold", 15, 9, tw, max_lines=3)
         y -= 15
-        details = [f"{lab.model.parameters:,} parameters, {sig(lab.model.macs / 1e6, 4)} M MAC per inference"]
+        details = [f"{lab.model.parameters:,} parameters, {human_count(lab.model.macs)} multiply-accumulates "
+                   "per inference"]
         if lab.model.producer:
             details.append(f"producer {one_line(lab.model.producer)}")
         if lab.model.graph_name:
             details.append(f"graph {one_line(lab.model.graph_name)}")
-        c.setFont("Helvetica", 8.5)
         c.setFillColor(MUTED)
-        c.drawString(left + 78, y, _fit("  ·  ".join(details), "Helvetica", 8.5, width - 78))
+        y -= _draw_lines(c, left + 78, y, "  ·  ".join(details), "Helvetica", 8.5, 7, tw)
         y -= 18
         self._caption(c, left, y, "SHA-256")
         c.setFillColor(INK)
@@ -199,26 +249,33 @@ class LabelPage(Flowable):
         y -= 20
         self._caption(c, left, y, "DEVICE CLASS")
         c.setFillColor(INK)
-        c.setFont("Helvetica-Bold", 11)
-        dc_name = _fit(lab.device_class.name, "Helvetica-Bold", 11, width - 78)
-        c.drawString(left + 78, y - 1, dc_name)
+        y -= _draw_lines(c, left + 78, y - 1, lab.device_class.name, "Helvetica-Bold", 11, 8, tw)
         y -= 13
-        c.setFont("Helvetica", 8)
         c.setFillColor(MUTED)
-        c.drawString(left + 78, y, _fit(f"{lab.device_class.id}  ·  {lab.device_class.reference_system}  ·  "
-                                        f"{lab.device_class.batch_mode}, {lab.device_class.precision}",
-                                        "Helvetica", 8, width - 78))
-        y -= 12
+        y -= _draw_lines(c, left + 78, y, f"{lab.device_class.id}  ·  {lab.device_class.reference_system}  ·  "
+                                          f"{lab.device_class.batch_mode}, {lab.device_class.precision}",
+                         "Helvetica", 8, 6.5, tw)
+        y -= 17
+        self._caption(c, left, y, "TASK")
+        c.setFillColor(INK)
+        ref = lab.reference
+        ref_q = (f"reference quality {ref.quality:g} {lab.task.quality.metric}" if ref.quality is not None
+                 else "no reference")
+        y -= _draw_lines(c, left + 78, y, f"{task_text(lab)}  ·  declared quality: {quality_text(lab)}  ·  {ref_q}",
+                         "Helvetica", 8.5, 7, tw)
+        y -= 9
         c.setStrokeColor(RULE)
         c.setLineWidth(0.8)
         c.line(left, y, right, y)
 
-        # Scale
-        scale_top = y - 26
+        # Scale: its rows take what the identity block left (the layout below it is fixed)
+        scale_top = y - 30
+        figures_top = top - 494
+        self.row_h = max(24.0, (scale_top - 16 - figures_top) / 7 - 6)
         self._scale(c, left + 6, scale_top)
 
         # Headline figures
-        y = scale_top - 7 * 42 - 16
+        y = figures_top
         self._figures(c, left, y, width)
 
         # Transfer and recycling
@@ -244,7 +301,7 @@ class LabelPage(Flowable):
 
     def _scale(self, c, x0, top):
         lab = self.lab
-        row_h, gap = 36, 6
+        row_h, gap = getattr(self, "row_h", 36), 6
         c.setFillColor(MUTED)
         c.setFont("Helvetica", 7.5)
         basis = getattr(lab.inference.measurement, "reference_basis", None) if lab.inference.measurement else None
@@ -253,8 +310,8 @@ class LabelPage(Flowable):
                    "(same protocol)" if measured_ref else
                    "index = measured energy per inference / ESTIMATED energy of the reference on "
                    f"{lab.inference.measurement.reference_class!r} (no reference measured on this machine)" if basis
-                   else "index = energy per inference / energy of the reference on this device class")
-        c.drawString(x0, top + 6, _fit(caption, "Helvetica", 7.5, 330))
+                   else INDEX_DEFINITION)
+        _draw_lines(c, x0, top + 12, caption, "Helvetica", 7.5, 6.5, PAGE_W - 2 * MARGIN - 12, max_lines=1)
         thresholds = lab.label.thresholds
         for i, letter in enumerate(CLASSES):
             y = top - (i + 1) * (row_h + gap) + gap
@@ -262,7 +319,7 @@ class LabelPage(Flowable):
             self._arrow(c, x0, y, w, row_h, colors.HexColor(CLASS_COLOURS[letter]))
             c.saveState()
             text = c.beginText()
-            text.setTextOrigin(x0 + w - row_h / 2 - 24, y + 9)
+            text.setTextOrigin(x0 + w - row_h / 2 - 24, y + row_h / 2 - 9)
             text.setFont("Helvetica-Bold", 26)
             text.setTextRenderMode(2)
             c.setFillColor(colors.white)
@@ -278,33 +335,34 @@ class LabelPage(Flowable):
             c.setFillColor(colors.white if letter in "ABFG" else INK)
             c.setFont("Helvetica-Bold", 8)
             c.drawString(x0 + 8, y + row_h / 2 - 3, caption)
-        # Marker
-        mark_x = x0 + 156 + 6 * 27 + 22
-        mark_w = PAGE_W - MARGIN - mark_x
+        # Marker: beside the arrow of the model's class (a not-graded label: in the right column)
         letter = lab.label.class_
         if letter is not None:
             i = CLASSES.index(letter)
+            mark_x = x0 + 156 + i * 27 + 14
+            mark_w = 132
             y = top - (i + 1) * (row_h + gap) + gap - 6
             self._marker(c, mark_x, y, mark_w, row_h + 12, colors.black)
             c.setFillColor(colors.white)
             c.setFont("Helvetica-Bold", 36)
-            c.drawRightString(mark_x + mark_w - 12, y + 11, letter)
+            c.drawRightString(mark_x + mark_w - 12, y + (row_h + 12) / 2 - 12, letter)
             c.setFont("Helvetica-Bold", 7.5)
-            c.drawString(mark_x + 26, y + 28, "CLASS")
+            c.drawString(mark_x + 26, y + (row_h + 12) / 2 + 5, "CLASS")
             c.setFont("Helvetica", 8.5)
-            c.drawString(mark_x + 26, y + 14, f"index {sig(lab.label.index, 3)}")
+            c.drawString(mark_x + 26, y + (row_h + 12) / 2 - 9, f"index {sig(lab.label.index, 3)}")
         else:
+            mark_x = x0 + 156 + 6 * 27 + 22
+            mark_w = PAGE_W - MARGIN - mark_x
             y = top - 4 * (row_h + gap) + gap - 6
             self._marker(c, mark_x, y, mark_w, row_h + 12, colors.HexColor("#7a7a7a"))
             c.setFillColor(colors.white)
             c.setFont("Helvetica-Bold", 20)
-            c.drawRightString(mark_x + mark_w - 12, y + 16, "n/a")
+            c.drawRightString(mark_x + mark_w - 12, y + (row_h + 12) / 2 - 7, "n/a")
             c.setFont("Helvetica-Bold", 7.5)
-            c.drawString(mark_x + 26, y + 28, "NOT GRADED")
+            c.drawString(mark_x + 26, y + (row_h + 12) / 2 + 5, "NOT GRADED")
             c.setFillColor(INK)
-            c.setFont("Helvetica", 7.5)
-            reason = _fit(lab.label.reason or "not gradable", "Helvetica", 7.5, mark_w)
-            c.drawString(mark_x, y - 12, reason)
+            reason = humanise_bytes_in(lab.label.reason or "not gradable")
+            _draw_lines(c, mark_x, y - 12, f"Why: {reason}", "Helvetica", 7.5, 7, mark_w, max_lines=8)
 
     @staticmethod
     def _arrow(c, x, y, w, h, fill):
@@ -333,10 +391,11 @@ class LabelPage(Flowable):
     def _figures(self, c, left, y, width):
         lab = self.lab
         half = (width - 10) / 2
-        for k, (value, unit, caption) in enumerate([
-            (mj(lab.inference.energy_j), "mJ", "energy per inference"),
-            (wh_per_1000(lab), "Wh", "energy per 1,000 inferences"),
+        for k, (text, caption) in enumerate([
+            (human_energy(lab.inference.energy_j), "energy per inference"),
+            (per_1000_text(lab), "energy per 1,000 inferences"),
         ]):
+            value, unit = _split_unit(text)
             x = left + k * (half + 10)
             c.setFillColor(PANEL)
             c.setStrokeColor(RULE)
@@ -345,7 +404,7 @@ class LabelPage(Flowable):
             c.setFont("Helvetica-Bold", 24)
             c.drawString(x + 12, y - 30, value)
             c.setFont("Helvetica-Bold", 12)
-            c.drawString(x + 16 + stringWidth(value, "Helvetica-Bold", 24), y - 30, unit)
+            c.drawString(x + 16 + stringWidth(value, "Helvetica-Bold", 24), y - 30, _latin(unit))
             c.setFont("Helvetica", 8.5)
             c.setFillColor(MUTED)
             c.drawString(x + 12, y - 47, caption)
@@ -357,11 +416,11 @@ class LabelPage(Flowable):
         c.setFillColor(colors.white)
         c.drawCentredString(left + width - badge_w / 2, y - 76, method)
         ref = lab.reference
-        ref_text = (f"Reference: {ref.name} ({ref.model_id}), {mj(ref.energy_j)} mJ per inference"
-                    if ref.model_id else f"Reference: none ({ref.selection})")
+        ref_text = (f"Reference: {ref.name} ({ref.model_id}), {human_energy(ref.energy_j)} per inference on this "
+                    f"device class; {ref.selection}" if ref.model_id
+                    else f"Reference: none ({humanise_bytes_in(ref.selection)})")
         c.setFillColor(INK)
-        c.setFont("Helvetica", 8.5)
-        c.drawString(left, y - 76, _fit(ref_text, "Helvetica", 8.5, width - badge_w - 10))
+        _draw_lines(c, left, y - 72, ref_text, "Helvetica", 8.5, 7, width - badge_w - 10)
 
     @staticmethod
     def _panel(c, x, y, w, title, lines):
@@ -372,12 +431,16 @@ class LabelPage(Flowable):
         c.setFont("Helvetica-Bold", 7.5)
         c.drawString(x + 10, y - 13, title)
         c.setFillColor(INK)
-        c.setFont("Helvetica", 8.5)
-        wrapped = [part for line in lines for part in _wrap(line, "Helvetica", 8.5, w - 20)]
-        if len(wrapped) > 3:
-            wrapped = wrapped[:2] + [_fit(" ".join(wrapped[2:]), "Helvetica", 8.5, w - 20)]
+        size = 8.5
+        wrapped = [part for line in lines for part in _wrap(line, "Helvetica", size, w - 20)]
+        if len(wrapped) > 3:  # a smaller size rather than a cut
+            size = 7
+            wrapped = [part for line in lines for part in _wrap(line, "Helvetica", size, w - 20)]
+            if len(wrapped) > 4:
+                wrapped = wrapped[:3] + [_fit(" ".join(wrapped[3:]), "Helvetica", size, w - 20)]
+        c.setFont("Helvetica", size)
         for i, line in enumerate(wrapped):
-            c.drawString(x + 10, y - 27 - i * 11, line)
+            c.drawString(x + 10, y - 25 - i * (size + 2), line)
 
     def _footer(self, c, left, y, width):
         lab = self.lab
@@ -402,13 +465,11 @@ class LabelPage(Flowable):
             c.setFont("Helvetica-Bold", 7.5)
             c.drawString(left, yy, key.upper())
             c.setFillColor(INK)
-            c.setFont("Helvetica", 8.5)
-            c.drawString(left + 70, yy, _fit(value, "Helvetica", 8.5, text_w - 70))
-            yy -= 12.2
-        c.setFont("Helvetica", 7)
+            yy -= _draw_lines(c, left + 70, yy, value, "Helvetica", 8.5, 6.5, text_w - 70) * 0.9
+            yy -= 12.2 if yy > y - 110 else 11
         c.setFillColor(MUTED)
-        c.drawString(left, yy - 4, _fit(f"Verify: eeki-label verify label.json --model {lab.model.file_name} "
-                                        "--public-key ISSUER.pub", "Helvetica", 7, text_w))
+        _draw_lines(c, left, yy - 4, f"Verify: eeki-label verify label.json --model {lab.model.file_name} "
+                                     "--public-key ISSUER.pub", "Helvetica", 7, 6, text_w, max_lines=3)
         # QR code
         widget = QrCodeWidget(qr_payload(lab, self.signature), barLevel="M")
         x0, y0, x1, y1 = widget.getBounds()
@@ -466,45 +527,53 @@ def _details(doc, labels, signature, width) -> list:
                  Paragraph(esc(f"{m.file_name} · sha256 {m.sha256} · {len(labels)} device class(es) · issued "
                                f"{first.issued_at}"), st["body"])]
 
+    def size(n: int) -> str:
+        return f"{human_size(n)} ({n:,} bytes)" if n >= 1000 else f"{n:,} bytes"
+
     out += [Paragraph("1. Model profile", st["h2"]), _kv([
-        ("file name", m.file_name), ("graph name", m.graph_name or "(none)"), ("producer", m.producer or "(none)"),
-        ("doc string", m.doc_string or "(none)"),
+        ("file name", m.file_name), ("graph name", m.graph_name or "none"), ("producer", m.producer or "none"),
+        ("doc string", m.doc_string or "none"),
         ("sha256", Paragraph(esc(m.sha256), st["mono"])),
-        ("file bytes / external data bytes", f"{m.file_bytes:,} / {m.external_data_bytes:,}"),
-        ("ONNX IR / opsets", f"{m.ir_version} / " + ", ".join(f"{k} {v}" for k, v in sorted(m.opset.items()))),
-        ("parameters (float)", f"{m.parameters:,} ({m.float_parameters:,})"),
-        ("weight bytes", f"{m.weight_bytes:,}"),
-        ("MACs per inference (depthwise)", f"{m.macs:,} ({m.macs_depthwise:,})"),
-        ("MACs by operator", ", ".join(f"{k} {v:,}" for k, v in sorted(m.macs_by_op.items()))),
-        ("activation bytes (peak)", f"{m.activation_bytes:,} ({m.activation_peak_bytes:,})"),
+        ("file size / external data", f"{size(m.file_bytes)} / {size(m.external_data_bytes)}"),
+        ("ONNX IR version / opsets", f"{m.ir_version} / " + ", ".join(f"{k or 'ai.onnx'} {v}"
+                                                                       for k, v in sorted(m.opset.items()))),
+        ("parameters (of them floating point)", f"{m.parameters:,} ({m.float_parameters:,})"),
+        ("weights", size(m.weight_bytes)),
+        ("multiply-accumulates per inference", f"{m.macs:,} ({human_count(m.macs)}; depthwise convolutions "
+                                               f"{m.macs_depthwise:,})"),
+        ("multiply-accumulates by operator", ", ".join(f"{k} {v:,}" for k, v in sorted(m.macs_by_op.items()))
+         or "none counted"),
+        ("activations (peak working set)", f"{size(m.activation_bytes)} ({size(m.activation_peak_bytes)})"),
         ("nodes", f"{m.node_count:,}"),
-        ("operators", ", ".join(f"{k} {v}" for k, v in sorted(m.op_histogram.items(), key=lambda kv: -kv[1]))),
-        ("inputs", _first([f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.inputs])),
-        ("outputs", _first([f"{t.name} {t.dtype}[{'x'.join(map(str, t.shape))}]" for t in m.outputs])),
-        ("loop bodies / unresolved nodes", f"{m.loop_bodies} / {len(m.unresolved_nodes)}"),
+        ("operators (count)", ", ".join(f"{k} {v}" for k, v in sorted(m.op_histogram.items(), key=lambda kv: -kv[1]))),
+        ("inputs", _first([f"{t.name} {t.dtype}, shape {' x '.join(map(str, t.shape))}" for t in m.inputs])),
+        ("outputs", _first([f"{t.name} {t.dtype}, shape {' x '.join(map(str, t.shape))}" for t in m.outputs])),
+        ("loop bodies / nodes with unknown shapes", f"{m.loop_bodies} / {len(m.unresolved_nodes)}"),
     ], st, width)]
 
-    out += [Paragraph("2. All device classes assessed", st["h2"])]
-    head = ["device class", "mJ / inference", "Wh / 1,000", "method", "reference", "ref. mJ", "index", "class"]
+    out += [Paragraph("2. All device classes assessed", st["h2"]),
+            Paragraph(esc(f"{INDEX_DEFINITION}. Classes by index: {bands_text(first.label.thresholds)}."),
+                      st["body"]), Spacer(1, 3)]
+    head = ["device class", "energy per inference", "per 1,000 inferences", "method", "reference", "reference "
+            "energy", "index", "class"]
     rows = [[Paragraph(f"<b>{esc(h)}</b>", st["cell"]) for h in head]]
     for lab in labels:
         g = lab.label
         rows.append([Paragraph(esc(x), st["cell"]) for x in [
-            lab.device_class.id, mj(lab.inference.energy_j), wh_per_1000(lab), lab.inference.method,
-            lab.reference.model_id or "n/a", mj(lab.reference.energy_j), sig(g.index, 3),
-            g.class_ or f"n/a: {g.reason or ''}",
+            lab.device_class.id, human_energy(lab.inference.energy_j), per_1000_text(lab), lab.inference.method,
+            lab.reference.model_id or "none", human_energy(lab.reference.energy_j), sig(g.index, 3),
+            g.class_ or "not graded (section 3)",
         ]])
-    out.append(_grid(rows, [0.2 * width, 0.11 * width, 0.11 * width, 0.1 * width, 0.2 * width, 0.1 * width,
-                            0.08 * width, 0.1 * width], st, header=True))
+    out.append(_grid(rows, [0.18 * width, 0.12 * width, 0.12 * width, 0.1 * width, 0.2 * width, 0.1 * width,
+                            0.07 * width, 0.11 * width], st, header=True))
 
     out += [Paragraph("3. Method, conditions and reference comparison, per device class", st["h2"])]
     for lab in labels:
         e, r, g, dc = lab.inference, lab.reference, lab.label, lab.device_class
-        bounds = ", ".join(f"{k} <= {v:g}" if v is not None else f"{k} above" for k, v in g.thresholds.items())
         measured = []
         ci = getattr(e, "energy_j_ci95", None)
         if ci:
-            measured.append(("95 % interval of the energy", f"{mj(ci[0])} - {mj(ci[1])} mJ "
+            measured.append(("95 % interval of the energy", f"{human_energy(ci[0])} to {human_energy(ci[1])} "
                                                              f"({getattr(e, 'interval_method', None) or 'see label'})"))
         reps = getattr(e, "repetitions", None)
         if reps is not None:
@@ -514,23 +583,31 @@ def _details(doc, labels, signature, width) -> list:
         if getattr(e, "domains", None):
             measured.append(("meter domains", ", ".join(e.domains)))
         measured += measurement_rows(lab)
+        ref_quality = f"quality {r.quality:g} {lab.task.quality.metric}" if r.quality is not None else "quality n/a"
+        work = ("n/a (not estimated)" if e.effective_macs is None else
+                f"{human_count(e.effective_macs)} effective multiply-accumulates: the model's "
+                f"{human_count(lab.model.macs)} plus {human_size(e.bytes_moved)} moved to and from memory, counted "
+                "at the device's compute-to-bandwidth ratio")
         out.append(KeepTogether([Paragraph(f"<b>{esc(dc.name)}</b> ({esc(dc.id)})", st["body"]), Spacer(1, 2), _kv([
             ("reference system", dc.reference_system),
             ("batch mode / precision", f"{dc.batch_mode} / {dc.precision}"),
-            ("energy per inference", f"{mj(e.energy_j)} mJ ({e.method}; estimator {e.estimator})"),
-            ("fits the device", "yes" if e.fits else f"no: {e.fit_reason or ''}"),
-            ("effective MACs / bytes moved", f"{sig(e.effective_macs)} / {sig(e.bytes_moved)}"),
-            ("time estimate", f"{sig(e.time_s_estimate)} s" if e.time_s_estimate is not None else "n/a"),
-            ("calibration anchor", e.calibration_anchor),
+            ("energy per inference", f"{human_energy(e.energy_j)} ({e.method}; estimator {e.estimator})"),
+            ("fits the device", "yes" if e.fits else f"no: {humanise_bytes_in(e.fit_reason or 'no reason given')}"),
+            ("work the estimate counts", work),
+            ("time estimate", f"{sig(e.time_s_estimate * 1e3, 3)} ms" if e.time_s_estimate is not None else "n/a"),
+            ("calibration anchor", e.calibration_anchor or "none"),
             ("meter", e.meter or "none (estimated)"),
-            ("task / metric / declared quality",
-             f"{lab.task.id}{'' if lab.task.declared else ' (not declared)'} / {lab.task.quality.metric} / "
-             f"{lab.task.quality.declared if lab.task.quality.declared is not None else 'not declared'}"),
-            ("reference", f"{r.name or 'none'} ({r.model_id or 'n/a'}), quality {r.quality}, {mj(r.energy_j)} mJ, "
-                          f"{r.macs or 0:,} MACs, {r.parameters or 0:,} parameters"),
-            ("reference selection", f"{r.selection} ({r.candidates_considered} candidate(s))"),
-            ("index and class", f"{sig(g.index, 4)} -> {g.class_ or 'not graded: ' + (g.reason or '')}"),
-            ("class bounds (index)", bounds),
+            ("task", task_text(lab)),
+            ("declared quality", quality_text(lab)),
+            ("reference", f"{r.name or 'none'} ({r.model_id or 'no catalogue model'}), {ref_quality}, "
+                          f"{human_energy(r.energy_j)} per inference, {human_count(r.macs)} multiply-accumulates, "
+                          f"{human_count(r.parameters)} parameters" if r.model_id else
+                          f"none: {humanise_bytes_in(r.selection)}"),
+            ("why this reference", f"{r.selection}; {r.candidates_considered} of the task's catalogue references "
+                                   "qualify on this device class"),
+            ("index and class", f"{sig(g.index, 4)}, class {g.class_}" if g.class_ else
+                                f"not graded: {humanise_bytes_in(g.reason or 'no reason given')}"),
+            ("class bands (index)", bands_text(g.thresholds)),
             ("margin", tolerance_text(lab)),
         ] + measured, st, width), Spacer(1, 6)]))
 
@@ -552,17 +629,17 @@ def _details(doc, labels, signature, width) -> list:
         out.append(Paragraph("Latency is recorded for reproducibility; the estimated energies do not depend on it.",
                              st["body"]))
 
-    for name, title in (("transfer", "5. Transfer (NNC)"), ("recycling", "6. Recycling and transfer learning")):
-        data = section(first, name)
-        out += [Paragraph(title, st["h2"])]
-        if data is None:
-            out.append(Paragraph(f"Not assessed: the label has no {name} section.", st["body"]))
-        else:
-            out.append(_kv(flatten(data), st, width, key_w=200))
+    out += [Paragraph("5. Transfer (NNC)", st["h2"])]
+    out += _transfer_tables(first.transfer, st, width) if first.transfer is not None else [
+        Paragraph("Not assessed: the label has no transfer section (assessed with --no-transfer, or NNC could "
+                  "not code the model; see the notes).", st["body"])]
+    out += [Paragraph("6. Recycling and transfer learning", st["h2"])]
+    out += _recycling_tables(first.recycling, st, width) if first.recycling is not None else [
+        Paragraph("Not assessed: the label has no recycling section.", st["body"])]
 
     notes = sorted({n for lab in labels for n in lab.label.notes})
     out += [Paragraph("7. Notes", st["h2"])]
-    out += [Paragraph("• " + esc(n), st["body"]) for n in notes[:PDF_NOTES]] or [Paragraph("None.", st["body"])]
+    out += [Paragraph("• " + esc(n), st["body"]) for n in notes[:PDF_NOTES]] or [Paragraph("No notes.", st["body"])]
     if len(notes) > PDF_NOTES:
         out.append(Paragraph(esc(f"… and {len(notes) - PDF_NOTES:,} more notes (the label JSON lists all)"), st["body"]))
 
@@ -620,13 +697,101 @@ def _details(doc, labels, signature, width) -> list:
     return out
 
 
+def _transfer_tables(t, st, width) -> list:
+    """The transfer section as people read it: sizes, fidelity, codec, link and grid, then a table of
+    the scenarios with and without NNC."""
+    qmin, qmax = t.qp.get("min"), t.qp.get("max")
+    top1 = (f"{t.fidelity.min_top1_agreement * 100:.1f} % (bound {t.fidelity.bound_min_top1_agreement * 100:g} %)"
+            if t.fidelity.min_top1_agreement is not None else "n/a (no classifier-like output)")
+    out = [_kv([
+        ("codec", f"{t.standard}, {t.implementation}"),
+        ("size without / with NNC", f"{human_size(t.original_bytes)} / {human_size(t.compressed_bytes)} "
+                                    f"({t.ratio * 100:.1f} %: bitstream {human_size(t.bitstream_bytes)} + graph "
+                                    f"{human_size(t.graph_bytes)})"),
+        ("quantisation (QP per tensor)", f"{qmin:g} to {qmax:g}, median {t.qp.get('median'):g}"
+         if qmin is not None and qmax is not None and t.qp.get("median") is not None else "no tensor coded"),
+        ("fidelity of the decoded model", f"largest relative output error {t.fidelity.max_rel_error * 100:.2f} % "
+                                          f"(bound {t.fidelity.bound_max_rel_error * 100:g} %); top-1 agreement "
+                                          f"{top1}; {t.fidelity.samples} {t.fidelity.calibration} inputs; meets the "
+                                          f"bound: {yes_no(t.fidelity.meets_bound)}"),
+        ("codec time priced (transfer device)", f"{sig(t.device_encode_s, 3)} s per encode, "
+                                                f"{sig(t.device_decode_s, 3)} s per decode at {t.codec_power_w:g} W"),
+        ("codec time on this host (not priced)", f"{sig(t.encode_s, 3)} s encode (search included), "
+                                                 f"{sig(t.decode_s, 3)} s decode"),
+        ("link, device, grid", f"{sig(t.link_up_bit_s / 1e6, 4)} Mbit/s up, {sig(t.link_down_bit_s / 1e6, 4)} Mbit/s "
+                               f"down; {t.transfer_power_w:g} W while transferring; {t.country} "
+                               f"{t.grid_g_co2_per_kwh:g} g CO2/kWh; " + (f"{t.price_eur_per_kwh:g} EUR/kWh"
+                                                                          if t.price_eur_per_kwh is not None
+                                                                          else "no price set")),
+    ], st, width, key_w=170), Spacer(1, 4)]
+    head = ["scenario", "transfers / encodes / decodes", "without NNC", "with NNC", "change", "with delta coding",
+            "CO2 without / with"]
+    rows = [[Paragraph(f"<b>{esc(h)}</b>", st["cell"]) for h in head]]
+    for x in t.scenarios:
+        rows.append([Paragraph(esc(v), st["cell"]) for v in [
+            x.description, f"{x.transfers:,} / {x.encodes:,} / {x.decodes:,}", human_wh(x.uncompressed_wh),
+            human_wh(x.nnc_wh), f"{-x.nnc_saving_share * 100:+.0f} %",
+            human_wh(x.nnc_delta_wh) if x.nnc_delta_wh is not None else "not assessed",
+            f"{sig(x.uncompressed_co2_g, 3)} g / {sig(x.nnc_co2_g, 3)} g",
+        ]])
+    out.append(_grid(rows, [0.25 * width, 0.14 * width, 0.11 * width, 0.11 * width, 0.09 * width, 0.13 * width,
+                            0.17 * width], st, header=True))
+    if t.delta is not None:
+        d = t.delta
+        out += [Spacer(1, 4), _kv([("delta against the previous version",
+                                    f"{human_size(d.compressed_bytes)} ({d.ratio_vs_full_nnc * 100:.1f} % of the full "
+                                    f"NNC stream); meets the bound: {yes_no(d.fidelity_meets_bound)}")],
+                                  st, width, key_w=170)]
+    out += [Paragraph("• " + esc(n), st["body"]) for n in t.notes[:PDF_NOTES]]
+    return out
+
+
+def _recycling_tables(r, st, width) -> list:
+    """The recycling section in words: the base or the structural match, the training energy saved,
+    the update to ship."""
+    pairs = [("basis", "declared base model (--base)" if r.basis == "declared-base"
+              else "structural match with a catalogue architecture (potential, not proof of reuse)")]
+    if r.base is not None:
+        b = r.base
+        pairs.append(("base model", f"{b.file_name}"))
+        for name in ("frozen", "fine_tuned", "new"):
+            part = getattr(b, name, None)
+            if part is not None:
+                pairs.append((f"{name.replace('_', '-')} parameters",
+                              f"{part.parameters:,} ({part.share * 100:.1f} %)" if hasattr(part, "parameters")
+                              else f"{part.share * 100:.1f} %"))
+    if r.structure is not None:
+        s = r.structure
+        pairs.append(("closest catalogue architecture",
+                      f"{s.name}, {s.coverage * 100:.1f} % of weight-layer parameters" if s.recognised
+                      else f"none recognised (closest: {s.name or 'none compared'}, {s.coverage * 100:.1f} %)"))
+    if r.training is not None:
+        t = r.training
+        pairs.append(("training assumptions", f"{t.train_samples:,} samples on {t.device_class}"))
+        for x in t.scenarios:
+            saving = (f"; saves {human_wh(x.saving_wh)} ({x.saving_share * 100:.0f} %) against training from scratch"
+                      if x.saving_wh is not None and x.saving_share is not None and x.id != "scratch" else "")
+            total = getattr(x, "energy_wh", None)
+            pairs.append((f"training: {x.id.replace('-', ' ')}",
+                          (f"{human_wh(total)}" if total is not None else "energy n/a") + saving))
+    if r.update is not None:
+        u = r.update
+        pairs.append(("update to ship", f"{u.changed_tensors} changed tensor(s): "
+                                        + (f"{human_size(u.coded_bytes)} with NNC, " if u.coded_bytes is not None else "")
+                                        + f"{human_size(u.raw_bytes)} raw; the full weights are "
+                                        f"{human_size(u.full_model_weight_bytes)}"))
+    out = [_kv(pairs, st, width, key_w=170)]
+    out += [Paragraph("• " + esc(n), st["body"]) for n in r.notes[:PDF_NOTES]]
+    return out
+
+
 def _on_details_page(label_id: str, file_name: str):
     def draw(c, doc):
         c.saveState()
         c.setFont("Helvetica", 7)
         c.setFillColor(MUTED)
-        c.drawString(MARGIN + 8, 22, _fit(f"eeki-label certificate · {file_name} · label {label_id}", "Helvetica", 7,
-                                          PAGE_W - 2 * MARGIN - 80))
+        _draw_lines(c, MARGIN + 8, 24, f"eeki-label certificate · {file_name} · label {label_id}", "Helvetica", 7,
+                    5.5, PAGE_W - 2 * MARGIN - 80, max_lines=2)
         c.drawRightString(PAGE_W - MARGIN - 8, 22, f"page {c.getPageNumber()}")
         c.restoreState()
 

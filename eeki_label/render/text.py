@@ -17,31 +17,81 @@ def _mj(energy_j) -> str:
     return "n/a" if energy_j is None else f"{j_to_mj(energy_j):.4g}"
 
 
+def _wrapped_table(headers: list[str], rows: list[list[str]], max_widths: list[int]) -> str:
+    """A Markdown-style table whose cells wrap within ``max_widths`` (a long cell adds lines, not columns)."""
+    import textwrap
+
+    widths = [min(mw, max(len(h), *(len(r[i]) for r in rows)) if rows else len(h))
+              for i, (h, mw) in enumerate(zip(headers, max_widths))]
+
+    def lines(cells):
+        wrapped = [textwrap.wrap(c, w, break_long_words=True, break_on_hyphens=False) or [""]
+                   for c, w in zip(cells, widths)]
+        height = max(len(w) for w in wrapped)
+        return ["| " + " | ".join((w[k] if k < len(w) else "").ljust(width) for w, width in zip(wrapped, widths)) + " |"
+                for k in range(height)]
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    out = lines(headers) + [sep]
+    for r in rows:
+        out += lines(r)
+    return "\n".join(out)
+
+
+def _para(label: str, text: str, width: int = 100) -> str:
+    """``LABEL  text`` wrapped with a hanging indent."""
+    import textwrap
+
+    return textwrap.fill(text, width, initial_indent=f"{label:<11}", subsequent_indent=" " * 11,
+                         break_on_hyphens=False)
+
+
 def summary(labels) -> str:
+    """What a person reads once: the model, task, index definition and class bands, a table per device
+    class (energy with its unit, reference, index, class), why each reference is the reference, and
+    why a class is not graded. Raw values stay in the JSON."""
+    from eeki_label.render.common import (
+        INDEX_DEFINITION, bands_text, human_count, human_energy, human_size, humanise_bytes_in, per_1000_text,
+        reference_text, task_text,
+    )
+
     first = labels.labels[0]
     m = first.model
-    head = (
-        f"{m.file_name}  sha256 {m.sha256[:16]}…  {m.parameters:,} parameters, {m.macs / 1e9:.4g} GMAC, "
-        f"task {first.task.id}{'' if first.task.declared else ' (not declared)'}, "
-        f"rules {first.rules.version}, catalogue {first.catalogue.version}"
-    )
+    head = [
+        _para("model", f"{m.file_name} (sha256 {m.sha256[:16]}…): {m.parameters:,} parameters, "
+                       f"{human_size(m.weight_bytes)} of weights, {human_count(m.macs)} multiply-accumulates "
+                       "per inference"),
+        _para("task", task_text(first)),
+        _para("rules", f"{first.rules.id} {first.rules.version}, catalogue {first.catalogue.id} "
+                       f"{first.catalogue.version}"),
+        _para("index", f"{INDEX_DEFINITION}. Classes: {bands_text(first.label.thresholds)}."),
+    ]
     rows = []
     for lab in labels.labels:
         g = lab.label
         rows.append([
-            lab.device_class.id, _mj(lab.inference.energy_j), lab.inference.method,
-            lab.reference.model_id or "n/a", _mj(lab.reference.energy_j),
-            f"{g.index:.3g}" if g.index is not None else "n/a",
-            g.class_ or ("n/a: " + (g.reason or "")),
+            lab.device_class.id, human_energy(lab.inference.energy_j), per_1000_text(lab), lab.inference.method,
+            lab.reference.model_id or "none", f"{g.index:.3g}" if g.index is not None else "n/a",
+            g.class_ or "not graded",
         ])
-    table = _table(["device class", "mJ/inference", "method", "reference", "ref mJ", "index", "class"], rows)
-    notes = sorted({n for lab in labels.labels for n in lab.label.notes})
+    table = _wrapped_table(["device class", "per inference", "per 1,000", "method", "reference", "index", "class"],
+                           rows, [24, 13, 11, 9, 32, 7, 10])
+    why = {}
+    for lab in labels.labels:
+        why.setdefault(reference_text(lab), []).append(lab.device_class.id)
+    refs = [_para("reference", f"{text} [{', '.join(ids)}]") for text, ids in why.items()]
+    ungraded = [_para("not graded", f"{lab.device_class.id}: {humanise_bytes_in(lab.label.reason or 'no reason given')}")
+                for lab in labels.labels if not lab.label.gradable]
     rt = first.runtime
-    tail = [f"runtime (this host): median {rt.latency_ms_median:.3g} ms, p90 {rt.latency_ms_p90:.3g} ms over {rt.runs} runs"] if rt else []
+    tail = [_para("runtime", f"this host: median {rt.latency_ms_median:.3g} ms, p90 {rt.latency_ms_p90:.3g} ms over "
+                             f"{rt.runs} runs (the estimates do not depend on it)")] if rt else []
     if first.transfer is not None:
-        tail.append(transfer_line(first.transfer))
-    tail += [line for line in [recycling_line(first.recycling)] if line]
-    return "\n".join([head, table] + tail + [f"note: {n}" for n in notes])
+        tail.append(_para("transfer", transfer_line(first.transfer).removeprefix("transfer: ")))
+    line = recycling_line(first.recycling)
+    if line:
+        tail.append(_para("recycling", line.removeprefix("recycling: ")))
+    notes = sorted({n for lab in labels.labels for n in lab.label.notes})
+    return "\n".join(head + ["", table, ""] + refs + ungraded + tail + [_para("note", n) for n in notes])
 
 
 def recycling_line(r) -> str | None:
@@ -230,12 +280,16 @@ def transfer_line(t) -> str:
     parts = [f"transfer: {t.original_bytes / 1e6:.3g} MB -> {t.compressed_bytes / 1e6:.3g} MB with NNC "
              f"({t.ratio * 100:.1f} %), max output error {t.fidelity.max_rel_error * 100:.2g} % "
              f"(bound {t.fidelity.bound_max_rel_error * 100:g} %, {t.fidelity.calibration} inputs)"]
+    from eeki_label.render.common import human_size, human_wh
+
     if one:
-        parts.append(f"one-time {one.uncompressed_wh:.3g} -> {one.nnc_wh:.3g} Wh ({-one.nnc_saving_share * 100:+.0f} %)")
+        parts.append(f"one-time {human_wh(one.uncompressed_wh)} -> {human_wh(one.nnc_wh)} "
+                     f"({-one.nnc_saving_share * 100:+.0f} %)")
     if fed:
-        parts.append(f"federated {fed.uncompressed_wh:.3g} -> {fed.nnc_wh:.3g} Wh ({-fed.nnc_saving_share * 100:+.0f} %)")
+        parts.append(f"federated {human_wh(fed.uncompressed_wh)} -> {human_wh(fed.nnc_wh)} "
+                     f"({-fed.nnc_saving_share * 100:+.0f} %)")
     if t.delta is not None:
-        parts.append(f"update vs the {t.delta.reference} model {t.delta.compressed_bytes / 1e6:.3g} MB")
+        parts.append(f"update vs the {t.delta.reference} model {human_size(t.delta.compressed_bytes)}")
     elif t.failure is not None:
         parts.append(f"no delta: {t.failure.error_type}")
     return "; ".join(parts)
@@ -243,16 +297,24 @@ def transfer_line(t) -> str:
 
 def transfer_table(t, baselines=None) -> str:
     """The transfer section as tables: sizes and fidelity, then every scenario with and without NNC."""
+    from eeki_label.render.common import human_size, yes_no
+
+    qmin, qmax = t.qp.get("min"), t.qp.get("max")
+    qp = f"QP {qmin:g}..{qmax:g}" if qmin is not None and qmax is not None else "no tensor coded with NNC"
+    top1 = (f"{t.fidelity.min_top1_agreement * 100:.1f} %" if t.fidelity.min_top1_agreement is not None
+            else "n/a (no classifier-like output)")
+    price = f"{t.price_eur_per_kwh:g} EUR/kWh" if t.price_eur_per_kwh is not None else "price not set"
     head = (
         f"{t.standard} via {t.implementation}\n"
-        f"uncompressed {t.original_bytes:,} B; NNC {t.compressed_bytes:,} B ({t.ratio * 100:.1f} %: bitstream "
-        f"{t.bitstream_bytes:,} B + graph {t.graph_bytes:,} B); QP {t.qp.get('min')}..{t.qp.get('max')}; "
-        f"encode {t.encode_s:.2f} s, decode {t.decode_s:.2f} s on this host\n"
+        f"uncompressed {human_size(t.original_bytes)}; NNC {human_size(t.compressed_bytes)} ({t.ratio * 100:.1f} %: "
+        f"bitstream {human_size(t.bitstream_bytes)} + graph {human_size(t.graph_bytes)}); {qp}; "
+        f"encode {t.encode_s:.2f} s, decode {t.decode_s:.2f} s on this host (priced: {t.device_encode_s:.3g} s and "
+        f"{t.device_decode_s:.3g} s on the transfer device)\n"
         f"fidelity: max relative output error {t.fidelity.max_rel_error * 100:.2f} % (bound "
-        f"{t.fidelity.bound_max_rel_error * 100:g} %), top-1 agreement {t.fidelity.min_top1_agreement}, "
-        f"{t.fidelity.samples} {t.fidelity.calibration} samples; meets bound: {t.fidelity.meets_bound}\n"
+        f"{t.fidelity.bound_max_rel_error * 100:g} %), top-1 agreement {top1}, "
+        f"{t.fidelity.samples} {t.fidelity.calibration} samples; meets the bound: {yes_no(t.fidelity.meets_bound)}\n"
         f"link {t.link_up_bit_s / 1e6:g}/{t.link_down_bit_s / 1e6:g} Mbit/s up/down, device {t.transfer_power_w:g} W, "
-        f"grid {t.country} {t.grid_g_co2_per_kwh:g} g CO2/kWh, price {t.price_eur_per_kwh} EUR/kWh\n\n"
+        f"grid {t.country} {t.grid_g_co2_per_kwh:g} g CO2/kWh, {price}\n\n"
     )
     rows = [[x.id, x.description, f"{x.transfers}/{x.encodes}/{x.decodes}", f"{x.uncompressed_wh:.4g}",
              f"{x.nnc_wh:.4g}", f"{-x.nnc_saving_share * 100:+.1f} %",
@@ -262,7 +324,7 @@ def transfer_table(t, baselines=None) -> str:
                          "NNC delta Wh", "g CO2 (unc./NNC)"], rows)
     if baselines is not None:
         b = baselines
-        brow = [["raw float32", f"{b.float32_bytes:,}"],
+        brow = [["raw float32", f"{b.float32_bytes:,}"],  # exact byte counts: the point of this table
                 ["zstd-19 (lossless)", f"{b.zstd19_bytes:,}" if b.zstd19_bytes else "n/a"],
                 ["uniform 8-bit + zstd-19", f"{b.uint8_zstd19_bytes:,}" if b.uint8_zstd19_bytes else "n/a"],
                 [f"single-QP NNC (QP {b.single_qp})", f"{b.single_qp_nnc_bytes:,}" if b.single_qp_nnc_bytes else "n/a"],

@@ -307,6 +307,7 @@ def encode_model(
     margin: float | None = None,
     seed: int = 0,
     whole: "NncResult | None" = None,
+    progress: "Callable[[str, int, int], None] | None" = None,
 ) -> NncResult:
     """Encode ``loaded``'s weights (or, with ``previous``, its update against ``previous``).
 
@@ -317,7 +318,8 @@ def encode_model(
     ``sensitivity_samples`` of them (default: as many as hold
     :data:`SENSITIVITY_INPUT_ELEMENTS` input elements together, at least one) drive the sensitivity
     measurement over at most ``max_units`` tensor groups; all of them the fidelity checks. Nothing
-    depends on timings, so the same inputs give the same bitstream. ``time_limit_s`` bounds the encoding (LimitExceededError). ``baselines``
+    depends on timings, so the same inputs give the same bitstream. ``progress(step, done, total)`` is
+    told of each phase and each tensor group the search probes (for the CLI's display). ``time_limit_s`` bounds the encoding (LimitExceededError). ``baselines``
     also computes zstd, 8-bit and single-QP figures (slower: zstd-19 runs at a few MB/s).
     ``workers`` processes entropy-code large models in parallel (default: the usable CPUs).
     ``margin`` (0 < margin <= 1) makes the search aim at ``margin * bound.max_rel_error`` on the
@@ -456,7 +458,7 @@ def encode_model(
     evaluator = Evaluator(sens_score, full_fidelity, after_sensitivities)
     if strategy == "sensitivity":
         plan = search_sensitivity(cands, evaluator, search_bound, max_units=max_units,
-                                  time_limit_s=time_limit_s, clock_start=t_start, seed=seed)
+                                  time_limit_s=time_limit_s, clock_start=t_start, seed=seed, progress=progress)
     else:
         plan = search_single_qp(cands, evaluator, search_bound, time_limit_s=time_limit_s, clock_start=t_start)
     search_s = time.perf_counter() - t_start - reference_s
@@ -474,6 +476,8 @@ def encode_model(
     release_memory()
 
     # entropy coding, once
+    if progress is not None:
+        progress(f"entropy coding ({len(cands)} tensors)", 0, 1)
     t_ec = time.perf_counter()
     items = [_nncore.CodedTensor(f"t{cand_index[c.key]}", levels[c.key], plan_qps[c.key]) for c in cands]
     levels = None
@@ -503,6 +507,8 @@ def encode_model(
     release_memory()
 
     # decode what we wrote, and check the reconstructed model for real
+    if progress is not None:
+        progress("decoding and checking the reconstructed model", 0, 1)
     fidelity, decode_s = _final_fidelity(blob, previous if previous is not None else loaded, final_ref,
                                          final_base, feeds, bound, workers)
     final_ref = final_base = None

@@ -341,8 +341,10 @@ def _allocate(bits_u: np.ndarray, relmse_u: np.ndarray, s_u: np.ndarray, target:
 
 def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: FidelityBound,
                        max_units: int = 48, max_iterations: int = 8, time_limit_s: float | None = None,
-                       clock_start: float | None = None, seed: int = 0) -> Plan:
-    """Per-tensor QPs by measured sensitivity (see the module docstring)."""
+                       clock_start: float | None = None, seed: int = 0, progress=None) -> Plan:
+    """Per-tensor QPs by measured sensitivity (see the module docstring). ``progress(step, done, total)``
+    is told of each tensor group probed and each fidelity iteration (the CLI shows it)."""
+    report = progress or (lambda step, done, total: None)
     clock = _Clock(time_limit_s, clock_start)
     t0 = time.perf_counter()
     cands = list(cands)
@@ -356,6 +358,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
     units = make_units(cands, max_units)
     s_u = np.zeros(len(units))
     for u, members in enumerate(units):
+        report(f"sensitivity of tensor groups ({len(cands)} tensors)", u, len(units))
         w = {}
         err_sq = 0.0
         ref_sq = 0.0
@@ -390,6 +393,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
     tried: dict[tuple, Fidelity] = {}
     it = 0
     for it in range(1, max_iterations + 1):
+        report("fidelity search (at most)", it - 1, max_iterations)
         j = _allocate(bits_u, relmse_u, s_u, target)
         sig = tuple(int(x) for x in j)
         if sig in tried:

@@ -243,9 +243,10 @@ def _delta_info(delta, full, previous: LoadedModel, reference: str, compressed_f
 
 def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_raw: dict, rules_fidelity: dict,
                     options: TransferOptions, previous: LoadedModel | None = None,
-                    reference: str = "previous") -> TransferOutcome:
+                    reference: str = "previous", progress=None) -> TransferOutcome:
     """Encode ``loaded`` with NNC under the rule set's fidelity bound and price the scenarios; with
     ``previous`` (the ``--previous`` version, or the declared base: ``reference``) code the update too.
+    ``progress(name, done, total)``: the pipeline's progress callback (names ``NNC transfer: ...``).
 
     A codec failure never costs the label: a model NNC cannot code gives a
     :class:`~eeki_label.models.TransferFailedInfo` section (what failed and why), a delta that cannot
@@ -256,10 +257,13 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
     calibration = load_calibration(options.calibration_data) if options.calibration_data else None
     bound = fidelity_bound(rules_fidelity)
     pricing = _pricing(rules_raw, options)  # bad --network/--country fail before the slow encode
+    def steps(stage):
+        return (lambda step, done, total: progress(f"{stage}: {step}", done, total)) if progress else None
+
     original_bytes = loaded.file_bytes + loaded.external_bytes
     try:
         full = encode_model(loaded, shapes, bound, calibration, None, options.time_limit_s,
-                            baselines=options.baselines)
+                            baselines=options.baselines, progress=steps("NNC transfer"))
     except UsageError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the codec does, the label stands (the error is recorded)
@@ -274,7 +278,8 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
     delta = delta_failure = delta_error = None
     if previous is not None:
         try:
-            delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s, whole=full)
+            delta = encode_model(loaded, shapes, bound, calibration, previous, options.time_limit_s, whole=full,
+                                 progress=steps("NNC delta"))
         except UsageError:
             raise
         except Exception as e:  # noqa: BLE001 - as above: the full-model figures stand

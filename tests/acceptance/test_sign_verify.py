@@ -32,7 +32,7 @@ def signed(tmp_path_factory):
     assert main(["keygen", "--out", str(d / "issuer.key")]) == 0
     assert main(["keygen", "--out", str(d / "other.key")]) == 0
     assert main(["assess", str(EXAMPLE), "--input-shape", "x=1x3x48x192", "--runs", "1", "-d", "edge-gpu-batch1",
-                 "--sign-key", str(d / "issuer.key"), "--issuer", "Test Lab", "--json", str(d / "label.json"),
+                 "--sign-key", str(d / "issuer.key"), "--issuer", "Test Lab", "--json-shape", "single", "--json", str(d / "label.json"),
                  "--embed", str(d / "embedded.onnx"), "-q"]) == 0
     return d
 

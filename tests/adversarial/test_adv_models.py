@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 import hostile as H
 from eeki_label.cli import main
 
-DEVICE = ["-d", "edge-gpu-batch1"]
+DEVICE = ["-d", "edge-gpu-batch1", "--json-shape", "single"]  # these tests read one label
 
 
 def assess(model, tmp_path, capfd, *extra, runs="1"):

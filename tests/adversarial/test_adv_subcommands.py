@@ -17,7 +17,7 @@ import hostile as H
 from eeki_label.cli import main
 from eeki_label.embed import record
 
-DEVICE = ["-d", "edge-gpu-batch1"]
+DEVICE = ["-d", "edge-gpu-batch1", "--json-shape", "single"]  # these tests read one label
 
 
 def cli(capfd, *args):

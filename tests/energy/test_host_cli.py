@@ -52,12 +52,13 @@ def test_host_without_a_meter_is_a_one_line_error(no_meter, model, tmp_path, cap
     out = tmp_path / "label.json"
     code, stdout, err = run(["assess", model, "-d", "host", "--runs", "0", "--json", out], capsys)
     assert code == 50
-    assert err.count("\n") == 1 and err.startswith("cannot measure: nothing can be measured on this machine: RAPL:")
+    assert err.count("\n") == 1 and err.startswith("error: cannot measure: nothing can be measured on this machine: RAPL:")
     assert "--allow-estimate" in err and not out.exists() and stdout == ""
 
 
 def test_host_falls_back_to_the_estimate_only_when_allowed(no_meter, model, capsys):
-    code, out, err = run(["assess", model, "-d", "host", "--runs", "0", "--allow-estimate", "--json", "-"], capsys)
+    code, out, err = run(["assess", model, "-d", "host", "--runs", "0", "--allow-estimate", "--json", "-",
+                          "--json-shape", "single"], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["device_class"]["id"] == "single-board-cpu"  # the reference class, never labelled 'host'
@@ -111,7 +112,8 @@ def test_auditor_workflow_with_a_replayed_trace(model, tmp_path, capsys):
         # the log is made from the markers, so the clocks agree; its per-run powers are too uneven for the
         # offset to be read from the phase steps (the machine's run lengths vary)
         code, out, err = run(["assess", model, "--measurements", rec, "--trace", trace, "--runs", "0",
-                              "--issued-at", ISSUED, "--json", "-", "--no-transfer", "--trace-offset-s", "0"], capsys)
+                              "--issued-at", ISSUED, "--json", "-", "--no-transfer", "--trace-offset-s", "0",
+                              "--json-shape", "single"], capsys)
         assert code == 0, err
         docs.append(json.loads(out))
     assert docs[0] == docs[1]
@@ -139,9 +141,9 @@ def test_record_of_another_model_is_refused(model, tmp_path, capsys):
     rec = tmp_path / "rec.json"
     assert run(["measure", model, "--meter", "trace", "-o", rec] + SMALL, capsys)[0] == 0
     other = save(tiny_cnn(batch=1, seed=5), tmp_path / "other.onnx")
-    code, _, err = run(["assess", other, "--measurements", rec, "--runs", "0"], capsys)
+    code, _, err = run(["assess", other, "--measurements", rec, "--runs", "0", "-q"], capsys)
     assert code == 51 and "not of this model" in err and err.count("\n") == 1
-    code, _, err = run(["assess", model, "--measurements", rec, "--runs", "0"], capsys)
+    code, _, err = run(["assess", model, "--measurements", rec, "--runs", "0", "-q"], capsys)
     assert code == 51 and "--trace" in err  # taken with --meter trace, the log is still missing
 
 

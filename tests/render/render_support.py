@@ -29,7 +29,8 @@ def example_outputs(tmp_path_factory) -> dict:
     # The renderers need a graded label with real NNC figures: the bundled example (a trained two-class
     # classifier, not graded by itself) is declared an image classifier here, as a user may declare it.
     code = run(["assess", EXAMPLE, "--input-shape", "x=1x3x48x192", "--runs", "1", "-d", "edge-gpu-batch1",
-                "--task", "image-classification", "--issued-at", ISSUED_AT, "--issuer", "Test Lab", "--out", out, "-q"])
+                "--task", "image-classification", "--json-shape", "single", "--issued-at", ISSUED_AT, "--issuer",
+                "Test Lab", "--out", out, "-q"])
     assert code == 0
     return {"dir": out, "json": out / "label.json", "pdf": out / "label.pdf", "html": out / "report.html",
             "label": json.loads((out / "label.json").read_text())}

@@ -125,35 +125,62 @@ def test_what_if_recomputes_energy_co2_cost_and_car_km(browser, example_outputs,
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
-def test_transfer_what_if_follows_devices_rounds_and_links(browser, example_outputs, tmp_path, monkeypatch):
-    """A label with NNC figures gets the transfer widgets (the section's figures are stubbed here:
-    the transfer stage writes them)."""
+def _labels(doc) -> list:
+    return doc["labels"] if "labels" in doc else [doc]
+
+
+@pytest.mark.parametrize("mode", ["periodic-updates", "one-time", "federated-learning"])
+def test_transfer_what_if_defaults_reproduce_the_labels_scenarios(browser, example_outputs, mode):
+    """Opened as written, the transfer widgets show the label's own scenario figures (JSON): its
+    devices, updates, rounds, link, powers, grid, and the codec energy of the transfer device."""
     from selenium.webdriver.support.ui import Select
 
-    t = {"original_bytes": 46_800_000, "compressed_bytes": 6_860_000, "encode_s": 10.0, "decode_s": 1.0,
-         "qp": -38, "codec": "nnc"}
-    monkeypatch.setattr(html_mod, "transfer_inputs", lambda label: t)
-    page = render_html(Label.model_validate(example_outputs["label"]))
-    path = tmp_path / "t.html"
-    path.write_text(page)
-    _open(browser, path)
-    p = energy_parameters()
-    power, codec_w = p["device"]["transfer_power_w"], p["device"]["codec_power_w"]
-    Select(browser.find_element("id", "transfer-mode")).select_by_value("federated")
-    _type(browser, "devices", "5")
-    _type(browser, "rounds", "50")
+    lab = _labels(example_outputs["label"])[0]
+    t = lab["transfer"]
+    scenario = next(s for s in t["scenarios"] if s["id"] == mode)
+    _open(browser, example_outputs["html"])
+    assert browser.find_element("id", "transfer-mode").get_attribute("value") == "periodic-updates"
+    Select(browser.find_element("id", "transfer-mode")).select_by_value(mode)
+    plain, nnc = _value(browser, "out-transfer-plain-wh"), _value(browser, "out-transfer-nnc-wh")
+    assert plain == pytest.approx(scenario["uncompressed_wh"], rel=1e-9)
+    assert nnc == pytest.approx(scenario["nnc_wh"], rel=1e-9)
+    assert _value(browser, "out-transfer-saving-pct") == pytest.approx(scenario["nnc_saving_share"] * 100, rel=1e-9)
+    car = energy_parameters()["car_g_per_km"]
+    saved_g = scenario["uncompressed_co2_g"] - scenario["nnc_co2_g"]
+    assert _value(browser, "out-transfer-km") == pytest.approx(saved_g / car, rel=1e-9)
+    assert "the label's own inputs" in browser.find_element("id", "out-transfer-note").text
+    # the shown (rounded) figure is the label's, to the digits shown
+    shown = float(browser.find_element("id", "out-transfer-nnc-wh").text.replace(",", ""))
+    assert shown == pytest.approx(scenario["nnc_wh"], rel=1e-3)
+
+
+def test_transfer_what_if_follows_devices_rounds_and_links(browser, example_outputs, tmp_path):
+    """Changed inputs reprice with the label's device figures (codec seconds of the transfer device,
+    not the assessing host's measured encode time)."""
+    from selenium.webdriver.support.ui import Select
+
+    t = _labels(example_outputs["label"])[0]["transfer"]
+    _open(browser, example_outputs["html"])
+    Select(browser.find_element("id", "transfer-mode")).select_by_value("federated-learning")
+    _type(browser, "devices", "3")
+    _type(browser, "rounds", "7")
     _type(browser, "link-up", "22.51")
     _type(browser, "link-down", "66.42")
+    power, codec_w = t["transfer_power_w"], t["codec_power_w"]
 
     def per_transfer(size):
         return power * (size * 8 / 22.51e6 + size * 8 / 66.42e6)
 
-    plain_wh = 50 * 10 * per_transfer(t["original_bytes"]) / 3600
-    nnc_wh = 50 * (10 * per_transfer(t["compressed_bytes"]) + 6 * codec_w * 10.0 + 10 * codec_w * 1.0) / 3600
+    enc_j, dec_j = codec_w * t["device_encode_s"], codec_w * t["device_decode_s"]
+    plain_wh = 7 * 6 * per_transfer(t["original_bytes"]) / 3600
+    nnc_wh = 7 * (6 * per_transfer(t["compressed_bytes"]) + 4 * enc_j + 6 * dec_j) / 3600
     assert _value(browser, "out-transfer-plain-wh") == pytest.approx(plain_wh, rel=1e-9)
     assert _value(browser, "out-transfer-nnc-wh") == pytest.approx(nnc_wh, rel=1e-9)
     assert _value(browser, "out-transfer-saving-pct") == pytest.approx((plain_wh - nnc_wh) / plain_wh * 100, rel=1e-9)
+    assert "the label's own inputs" not in browser.find_element("id", "out-transfer-note").text
     # one uncompressed transfer at the study's links reproduces the study's 0.0878 Wh (BRIEF section 3)
     assert per_transfer(46_800_000) / 3600 == pytest.approx(0.0878, rel=0.01)
     pts = browser.find_element("css selector", "#plot-transfer polyline").get_attribute("points").split()
-    assert len(pts) == 51
+    assert len(pts) == 8
+    browser.execute_script("document.getElementById(\"transfer-whatif\").scrollIntoView()")
+    browser.save_screenshot("/tmp/wt14-transfer.png")

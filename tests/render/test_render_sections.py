@@ -42,7 +42,7 @@ def test_transfer_headline_reads_the_one_time_scenario():
     assert h["one_time_nnc_j"] == pytest.approx(0.0595 * 3600)
     size, saving = transfer_text(label)
     assert size == "6.86 MB after NNC (14.7 % of 46.8 MB)"
-    assert saving == "saves 0.02830 Wh per transfer (-32 %)"
+    assert saving == "saves 28.3 mWh per transfer (32 % less)"
 
 
 def test_no_sections_no_figures():
@@ -67,4 +67,17 @@ def test_tolerance_states_the_distance_to_both_class_bounds(example_outputs):
 def test_pdf_label_page_shows_transfer_figures_when_present(example_outputs):
     label = Label.model_validate(example_outputs["label"]).model_copy(update={"transfer": study_transfer()})
     page1 = PdfReader(io.BytesIO(pdf_mod.render_pdf(label))).pages[0].extract_text()
-    assert "6.86 MB after NNC (14.7 % of 46.8 MB)" in page1 and "saves 0.02830 Wh per transfer (-32 %)" in page1
+    assert "6.86 MB after NNC (14.7 % of 46.8 MB)" in page1 and "saves 28.3 mWh per transfer (32 % less)" in page1
+
+
+def test_transfer_table_speaks_words_not_python_literals():
+    import re
+
+    from eeki_label.render.text import transfer_table
+
+    info = study_transfer().model_copy(update={"fidelity": study_transfer().fidelity.model_copy(
+        update={"min_top1_agreement": None})})
+    text = transfer_table(info)
+    assert not re.search(r"\b(None|True|False)\b", text), text
+    assert "46.8 MB" in text and "meets the bound: yes" in text and "price not set" in text
+    assert "n/a (no classifier-like output)" in text

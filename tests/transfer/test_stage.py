@@ -9,7 +9,7 @@ import pytest
 from eeki_label.cli import main
 from eeki_label.transfer import scenarios as sc
 
-EXAMPLE_ARGS = ["--input-shape", "x=1x3x48x192", "-d", "edge-gpu-batch1", "--runs", "1"]
+EXAMPLE_ARGS = ["--input-shape", "x=1x3x48x192", "-d", "edge-gpu-batch1", "--runs", "1", "--json-shape", "single"]
 
 
 def run(args, capsys):
