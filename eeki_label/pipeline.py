@@ -34,7 +34,7 @@ from eeki_label.profile.runtime import (
 )
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile, typed_graphs
-from eeki_label.rules import RuleSet, estimate_boundary, estimate_interval, grade, load_rules, select_reference
+from eeki_label.rules import RuleSet, Selection, estimate_boundary, estimate_interval, grade, load_rules, select_reference
 from eeki_label.recycle import RecyclingOptions, assess_recycling, load_base, recycling_info, with_coded_update
 from eeki_label.errors import UsageError
 from eeki_label.tasks import (
@@ -384,7 +384,10 @@ def build_label(
     task = res.task
     refs = ctx.catalogue.for_task(res.id) if graded.reason is None else []
     ref_energy = reference_energy(ctx, dc)
-    sel = select_reference(refs, ref_energy, lambda r: r.quality, options.accuracy, task.higher_is_better if task else True)
+    if graded.reason is not None:
+        sel = Selection(None, 0, "not compared: the label is not graded for this task (see the reason)", False)
+    else:
+        sel = select_reference(refs, ref_energy, lambda r: r.quality, options.accuracy, task.higher_is_better)
     ref = sel.reference
     ref_e = ref_energy(ref) if ref is not None else None
     grade_energy = energy.energy_j
