@@ -30,6 +30,7 @@ from eeki_label.models import (
 from eeki_label.profile.runtime import (
     DEFAULT_RUNS, RuntimeProfile, probe_shapes, probe_values, runtime_profile, trial_run,
 )
+from eeki_label.profile import decoder
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile, typed_graphs
 from eeki_label.rules import RuleSet, grade, load_rules, select_reference
@@ -66,6 +67,12 @@ class AssessOptions:
     """The NNC transfer stage (transfer/stage.py); ``TransferOptions(enabled=False)`` skips it."""
     host: "HostOptions | None" = None
     """Options of the ``host`` device class (this machine, measured; energy/host.py); None: defaults."""
+    prompt_tokens: "int | None" = None
+    """Cached decoders: prompt tokens of one query (None: the rule set's ``decoder`` preset)."""
+    output_tokens: "int | None" = None
+    """Cached decoders: output tokens of one query (None: the rule set's ``decoder`` preset)."""
+    length_preset: "str | None" = None
+    """Cached decoders: the rule set's length preset (``default``, ``short``, ``long``; None: its default)."""
 
 
 @dataclass(frozen=True)
@@ -120,12 +127,28 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
     base = load_base(options.base, options.limits) if options.base is not None else None
     previous = (load_related(options.transfer.previous, options.limits, "previous version (--previous)")
                 if options.transfer.enabled and options.transfer.previous is not None else None)
-    shapes = resolve_input_shapes(loaded.proto, options.input_shapes)
-    step("static profile", 0, 1)
+    signature = decoder.detect(loaded.proto)
+    dprof = None
     limits = dict(time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes)
+    if signature is not None:  # a decoder with a KV cache: one query = prefill + decode steps (profile/decoder.py)
+        lengths = decoder.lengths_from_rules(ctx.rules.raw, options.length_preset, options.prompt_tokens,
+                                             options.output_tokens)
+        shapes = decoder.step_shapes(loaded.proto, signature, 0, lengths.prompt_tokens, options.input_shapes)
+    else:
+        shapes = resolve_input_shapes(loaded.proto, options.input_shapes)
+    step("static profile", 0, 1)
     probe = partial(probe_shapes, loaded, shapes, **limits)
     typed = typed_graphs(loaded, shapes, probe)  # shape inference once, for the static profile and recycling
     static = static_profile(loaded, shapes, value_probe=partial(probe_values, loaded, shapes, **limits), typed=typed)
+    if signature is not None:
+        def profile_at(at_shapes):
+            if at_shapes == shapes:
+                return static
+            return static_profile(loaded, at_shapes, typed=typed_graphs(
+                loaded, at_shapes, partial(probe_shapes, loaded, at_shapes, **limits)),
+                value_probe=partial(probe_values, loaded, at_shapes, **limits))
+        dprof = decoder.profile_decoder(loaded, signature, lengths, profile_at, options.input_shapes)
+        static = dprof.query_static()
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     step("recycling", 0, 1)
     recycling = recycling_info(assess_recycling(
@@ -140,11 +163,16 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
             progress=lambda done, total: step("runtime profile", done, total),
         )
     issued_at = options.issued_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    labels = [
-        build_label(loaded, static, runtime, dc, estimate_inference(work_of(static), dc, static.activation_peak_elements),
-                    ctx, task_id, options, issued_at, recycling=recycling)
-        for dc in classes
-    ]
+    labels = []
+    for dc in classes:
+        if dprof is None:
+            labels.append(build_label(loaded, static, runtime, dc, estimate_inference(
+                work_of(static), dc, static.activation_peak_elements), ctx, task_id, options, issued_at,
+                recycling=recycling))
+        else:
+            qe = decoder.query_energy(dprof, dc, estimate_inference)
+            labels.append(with_query_figures(build_label(loaded, static, runtime, dc, qe.query, ctx, task_id, options,
+                                                         issued_at, recycling=recycling), dprof, qe, dc))
     # Live measurement (host) and the NNC stage run the model in this process, where the time limit and
     # the memory cap cannot be enforced: unless the sandboxed runtime profile has shown that the model
     # ends within them, a sandboxed trial run does first.
@@ -176,7 +204,50 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
             labels = [_with_note(lab, f"transfer not assessed: {e}") for lab in labels]
         else:
             labels = [lab.model_copy(update={"transfer": transfer.info}) for lab in labels]
+    labels = [with_attention(lab, static, dprof is not None) for lab in labels]
     return Assessment(LabelSet(labels=labels), transfer)
+
+
+def with_attention(label: Label, static: StaticProfile, causal_decoder: bool) -> Label:
+    """``model.attention_macs`` (and its causal figure for cached decoders or kernels declaring causality)."""
+    causal = static.attention_macs_causal if causal_decoder or static.attention_causal_declared else None
+    model = label.model.model_copy(update={"attention_macs": static.attention_macs, "attention_macs_causal": causal})
+    return label.model_copy(update={"model": model})
+
+
+def with_query_figures(label: Label, dp: "decoder.DecoderProfile", qe: "decoder.QueryEnergy", dc: DeviceClass) -> Label:
+    """The per-query, prefill and decode figures of a cached decoder (profile/decoder.py) in ``inference``."""
+    from eeki_label.models import DecodeInfo, PrefillInfo
+
+    n, m = dp.lengths.prompt_tokens, dp.lengths.output_tokens
+    pre, stp = qe.prefill, qe.decode_step
+    per_query = qe.query.energy_j
+    decode = None
+    if dp.decode_first is not None:
+        decode = DecodeInfo(
+            steps=dp.decode_steps, context_first=n, context_last=n + m - 2,
+            macs_per_token=dp.decode_macs_per_token,
+            attention_macs_per_token=(dp.decode_first.attention_macs + dp.decode_last.attention_macs) / 2,
+            activation_elements_per_token=dp.decode_activation_elements_per_token,
+            kv_cache_bytes_per_token=dp.kv_cache_bytes_per_token,
+            kv_cache_bytes_full_context=(n + m - 1) * dp.kv_cache_bytes_per_token,
+            energy_j_per_token=stp.energy_j, bytes_moved_per_token=stp.bytes_moved,
+            time_s_estimate_per_token=stp.time_s)
+    inference = label.inference.model_copy(update=dict(
+        unit="query", prompt_tokens=n, output_tokens=m, length_preset=dp.lengths.preset,
+        batch_size=dc.assumed_batch_size,
+        boundary=(f"one query: prefill of {n} prompt tokens plus {m - 1} decode steps ({m} output tokens), batch "
+                  f"{dc.assumed_batch_size}, estimated whole-system energy of the {dc.id} class (energy/estimate.py); "
+                  "tokenisation, sampling and networking excluded"),
+        prefill=PrefillInfo(tokens=n, macs=dp.prefill.macs, attention_macs=dp.prefill.attention_macs,
+                            activation_elements=dp.prefill.activation_elements, energy_j=pre.energy_j,
+                            bytes_moved=pre.bytes_moved, time_s_estimate=pre.time_s),
+        decode=decode,
+        energy_per_query_j=per_query,
+        energy_wh_per_1000_queries=per_query * 1000 / 3600 if per_query is not None else None,
+        energy_per_output_token_j=(stp.energy_j if stp is not None else None),
+    ))
+    return label.model_copy(update={"inference": inference})
 
 
 def _with_note(label: Label, note: str) -> Label:

@@ -38,6 +38,7 @@ from eeki_label.model_io import (
     numel,
     tensor_nbytes,
 )
+from eeki_label.profile import attention
 from eeki_label.profile.shapes import Shape, dtype_name, graph_inputs
 
 CONV_WEIGHT_INDEX = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "NhwcConv": 1, "FusedConv": 1}
@@ -55,7 +56,7 @@ MAC_OPS_NOT_COUNTED = frozenset({
     "DecoderMaskedSelfAttention", "LongformerAttention", "SparseAttention", "PagedAttention", "RelativePositionBias",
     "DeformConv", "QGemm", "GemmFloat8", "QOrderedMatMul", "QOrderedLongformerAttention", "DynamicQuantizeLSTM",
     "ConvTransposeWithDynamicPads", "FusedConvTranspose",
-})
+}) - attention.MS_KERNELS  # attention kernels: counted by profile/attention.py (registered in node_macs)
 _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
@@ -110,6 +111,15 @@ class StaticProfile:
     elapsed_s: float = 0.0
     activation_peak_node: str = ""
     """The node whose working set is ``activation_peak_bytes`` (its name, else ``op#index``)."""
+    attention_macs: int = 0
+    """Of ``macs``, attention scores and weighted sums (``QK^T``, ``AV``) at the full ``s_q x s_k`` rectangle
+    (profile/attention.py), plus projections inside attention kernels."""
+    attention_macs_causal: int = 0
+    """``attention_macs`` with a causal mask's skipped positions left out (what a causal decoder needs)."""
+    attention_causal_declared: bool = False
+    """An attention kernel declares a causal mask (plain MatMul chains do not say)."""
+    attention_upper_bound: bool = False
+    """An attention kernel was counted at a padded or maximum length known only at run time."""
 
 
 def _with_fixed_inputs(model: ModelProto, shapes: dict[str, Shape]) -> ModelProto:
@@ -251,6 +261,9 @@ def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
     """(MACs of one node or None if its shapes are unknown, whether it is a depthwise conv).
     Returns (0, False) for ops that do no multiply-accumulates."""
     op = node.op_type
+    if attention.is_kernel(node):  # attention kernels: profile/attention.py
+        count = attention.kernel_count(node, types)
+        return (None if count is None else count.macs), False
     if op in CONV_WEIGHT_INDEX:
         w = _shape(types, _io(node.input, CONV_WEIGHT_INDEX[op]))
         y = _shape(types, _io(node.output, 0))
@@ -506,6 +519,8 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
 
     macs = macs_dw = activation = activation_elems = peak = peak_elems = node_count = loops = 0
     peak_node = ""
+    att_macs = att_causal = 0
+    att_declared = att_upper = False
     by_op: Counter[str] = Counter()
     hist: Counter[str] = Counter()
     unresolved: list[str] = []
@@ -517,6 +532,11 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
         times = 1 if times is None else times  # run an unknown number of times: counts once (``loop_bodies``)
         stored = {t.name for t in graph.initializer} | {
             n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
+        for count in attention.graph_attention(graph.node, types, stored).values():
+            att_macs += count.macs * times
+            att_causal += (count.macs - count.score_macs + count.causal_score_macs) * times
+            att_declared |= count.causal
+            att_upper |= count.upper_bound
         for i, node in enumerate(graph.node):
             node_count += 1
             hist[node.op_type] += 1
@@ -575,6 +595,10 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
         subgraph_runs=tuple((path, n) for path, n in runs.items() if path),
         elapsed_s=time.perf_counter() - t0,
         activation_peak_node=peak_node,
+        attention_macs=att_macs,
+        attention_macs_causal=att_causal,
+        attention_causal_declared=att_declared,
+        attention_upper_bound=att_upper,
     )
 
 
