@@ -81,6 +81,11 @@ class RuntimeInfo(_Frozen):
     host_logical_cpus: int
     host_machine: str
     input_seed: int
+    prefill_latency_ms: Optional[float] = Field(
+        default=None, description="Cached decoders: one real prefill run in onnxruntime (milliseconds).")
+    decode_latency_ms_median: Optional[float] = Field(
+        default=None, description="Cached decoders: median of the real decode steps run after it, the cache fed back.")
+    decode_steps_run: Optional[int] = Field(default=None, description="Cached decoders: decode steps run.")
 
 
 class DeviceClassInfo(_Frozen):

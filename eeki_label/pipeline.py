@@ -162,6 +162,12 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
             time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes,
             progress=lambda done, total: step("runtime profile", done, total),
         )
+    decode_run = None
+    if dprof is not None and options.runs > 0:
+        step("decode run", 0, 1)
+        decode_run = decoder.runtime_decode(loaded, signature, dprof.lengths, options.input_shapes,
+                                            time_limit_s=options.runtime_time_limit_s,
+                                            max_activation_bytes=options.limits.max_activation_bytes, seed=options.seed)
     issued_at = options.issued_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     labels = []
     for dc in classes:
@@ -205,6 +211,8 @@ def run_assessment(path, options: AssessOptions = AssessOptions(), progress: Pro
         else:
             labels = [lab.model_copy(update={"transfer": transfer.info}) for lab in labels]
     labels = [with_attention(lab, static, dprof is not None) for lab in labels]
+    if decode_run is not None:
+        labels = [with_decode_run(lab, decode_run) for lab in labels]
     return Assessment(LabelSet(labels=labels), transfer)
 
 
@@ -213,6 +221,16 @@ def with_attention(label: Label, static: StaticProfile, causal_decoder: bool) ->
     causal = static.attention_macs_causal if causal_decoder or static.attention_causal_declared else None
     model = label.model.model_copy(update={"attention_macs": static.attention_macs, "attention_macs_causal": causal})
     return label.model_copy(update={"model": model})
+
+
+def with_decode_run(label: Label, run: "decoder.DecodeRun") -> Label:
+    """The real prefill and decode steps (profile/decoder.py ``runtime_decode``) in ``runtime``."""
+    if label.runtime is None:
+        return label
+    runtime = label.runtime.model_copy(update=dict(
+        prefill_latency_ms=run.prefill_ms, decode_steps_run=len(run.step_ms),
+        decode_latency_ms_median=run.decode_ms_median if run.step_ms else None))
+    return label.model_copy(update={"runtime": runtime})
 
 
 def with_query_figures(label: Label, dp: "decoder.DecoderProfile", qe: "decoder.QueryEnergy", dc: DeviceClass) -> Label:

@@ -273,3 +273,79 @@ def query_energy(dp: DecoderProfile, dc, estimate) -> QueryEnergy:
                     bytes_moved=pre.bytes_moved + k * step.bytes_moved,
                     time_s=pre.time_s + k * step.time_s)
     return QueryEnergy(pre, step, total)
+
+
+@dataclass(frozen=True)
+class DecodeRun:
+    """A real prefill and decode steps in onnxruntime, the cache fed back (milliseconds, this host)."""
+
+    prefill_ms: float
+    step_ms: tuple[float, ...]
+    past_lengths: tuple[int, ...]
+    """Past length each decode step ran with (prompt tokens, then one more per step)."""
+    final_cache_length: int
+
+    @property
+    def decode_ms_median(self) -> float:
+        import statistics
+
+        return statistics.median(self.step_ms)
+
+
+#: Decode steps the runtime profile runs after the prefill (a check that the cache feeds back and a
+#: latency sample; the energy figures come from the static profile of every step).
+RUNTIME_DECODE_STEPS = 4
+
+
+def runtime_decode(loaded, sig: DecoderSignature, lengths: Lengths, overrides=None, *, steps: int = RUNTIME_DECODE_STEPS,
+                   time_limit_s=None, max_activation_bytes=None, seed: int = 0) -> DecodeRun:
+    """Run the prefill and ``min(steps, output_tokens - 1)`` decode steps in the sandboxed child
+    (profile/_ortchild.py, task ``decode``), feeding each ``present`` output back as the matching
+    ``past`` input. Raises the runtime profile's errors (time limit, memory cap, onnxruntime failures)."""
+    from eeki_label.errors import RuntimeProfileError
+    from eeki_label.profile.runtime import _model_source, feed_specs
+    from eeki_label.profile.sandbox import run_child
+
+    model = loaded.proto
+    n = lengths.prompt_tokens
+    k = max(0, min(steps, lengths.output_tokens - 1))
+    pairs = _cache_pairs(sig)
+    specs = feed_specs(model, step_shapes(model, sig, 0, n, overrides), max_activation_bytes)
+    step_specs = [feed_specs(model, step_shapes(model, sig, n + t, 1, overrides), max_activation_bytes)
+                  for t in range(k)]
+    past_vi = next(vi for vi in graph_inputs(model) if vi.name == pairs[0][0])
+    # the cache's length axis: the dimension that differs between past lengths 0 and 1
+    axis = next(i for i, (a, b) in enumerate(zip(step_shapes(model, sig, 0, 1, overrides)[past_vi.name],
+                                                    step_shapes(model, sig, 1, 1, overrides)[past_vi.name])) if a != b)
+    path, model_bytes = _model_source(loaded)
+    request = {"task": "decode", "model_path": path, "inputs": specs, "steps": step_specs, "cache": pairs,
+               "cache_axis": axis, "seed": seed}
+    done = run_child(request, model_bytes, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
+                     weight_bytes=loaded.file_bytes + loaded.external_bytes, what="the decode run (prefill and decode "
+                     "steps, the cache fed back)")
+    v = done.value
+    try:
+        run = DecodeRun(float(v["prefill_ms"]), tuple(float(x) for x in v["step_ms"]),
+                        tuple(int(x) for x in v["past_lengths"]), int(v["final_cache_length"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise RuntimeProfileError("the onnxruntime child process answered a malformed decode run") from e
+    if len(run.step_ms) != k or run.final_cache_length != n + k:
+        raise RuntimeProfileError(f"the decode run did not grow the cache as fed back: {n + k} positions expected "
+                                  f"after {k} steps, the model's present outputs hold {run.final_cache_length}")
+    return run
+
+
+def _cache_pairs(sig: DecoderSignature) -> list[tuple[str, str]]:
+    """(past input, present output) pairs: by name (``past_key_values.0.key`` -> ``present.0.key``,
+    ``past_key_0`` -> ``present_key_0``), else in order."""
+    presents = set(sig.present_outputs)
+    pairs = []
+    for i, past in enumerate(sig.past_inputs):
+        candidates = [re.sub(r"^past_key_values", "present", past), re.sub(r"^past", "present", past)]
+        match = next((c for c in candidates if c in presents), None)
+        if match is None:
+            if len(sig.past_inputs) != len(sig.present_outputs):
+                raise ShapeError(f"cache input {past!r} has no matching present output")
+            match = sig.present_outputs[i]
+        pairs.append((past, match))
+    return pairs

@@ -137,3 +137,12 @@ def test_label_reports_per_query_and_per_token(tmp_path):
     assert lab.model.attention_macs == inf.prefill.attention_macs + round((M - 1) * inf.decode.attention_macs_per_token)
     assert lab.model.attention_macs_causal < lab.model.attention_macs
     assert f"{N} prompt tokens" in inf.boundary and inf.batch_size == 1
+    assert lab.runtime.decode_steps_run == decoder.RUNTIME_DECODE_STEPS and lab.runtime.prefill_latency_ms > 0
+
+
+def test_runtime_decode_feeds_the_cache_back(decoded):
+    """A real prefill and decode steps in onnxruntime (sandboxed): the cache grows one position a step."""
+    _, loaded, sig, _ = decoded
+    run = decoder.runtime_decode(loaded, sig, decoder.Lengths(N, M), steps=3, time_limit_s=120)
+    assert run.past_lengths == (N, N + 1, N + 2) and run.final_cache_length == N + 3
+    assert len(run.step_ms) == 3 and run.prefill_ms > 0
