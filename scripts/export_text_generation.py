@@ -38,6 +38,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--half", action="store_true", help="export float16 weights (half the memory; parameters, MACs "
+                                                         "and activation elements are unchanged)")
     args = ap.parse_args()
     for name, cfg in CONFIGS.items():
         if args.only and name not in args.only:
@@ -46,6 +48,8 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(**COMMON, **cfg, attn_implementation="eager")).eval()
+        if args.half:
+            model = model.half()
         path = export_decoder(name.replace("-", "_"), model, folder, external=True)
         (folder / "config.json").write_text(json.dumps({**COMMON, **cfg}, indent=2))
         print(f"{path}: {sum(p.numel() for p in model.parameters()):,} torch parameters")

@@ -77,7 +77,8 @@ def decoder_feeds(model, past: int, new: int, seed: int = 0):
     ids = torch.randint(0, model.config.vocab_size, (1, new), generator=g)
     mask = torch.ones(1, past + new, dtype=torch.int64)
     pos = torch.arange(past, past + new)[None]
-    cache = [torch.randn(1, kv, past, hd, generator=g) for _ in range(2 * layers)]
+    dtype = next(model.parameters()).dtype
+    cache = [torch.randn(1, kv, past, hd, generator=g).to(dtype) for _ in range(2 * layers)]
     return (ids, mask, pos, *cache)
 
 
