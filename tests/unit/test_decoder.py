@@ -146,3 +146,13 @@ def test_runtime_decode_feeds_the_cache_back(decoded):
     run = decoder.runtime_decode(loaded, sig, decoder.Lengths(N, M), steps=3, time_limit_s=120)
     assert run.past_lengths == (N, N + 1, N + 2) and run.final_cache_length == N + 3
     assert len(run.step_ms) == 3 and run.prefill_ms > 0
+
+
+def test_weightless_gpt2_117m_reference_keeps_its_cache_signature():
+    """The stored weightless export of the catalogue reference (scripts/profile_text_generation.py --strip-to):
+    weights are graph inputs of their shapes, the KV-cache signature and the shapes per step are intact."""
+    loaded = load_model(ROOT / "tests" / "data" / "text_generation" / "gpt2_117m.onnx")
+    sig = decoder.detect(loaded.proto)
+    assert len(sig.past_inputs) == len(sig.present_outputs) == 24
+    s = decoder.step_shapes(loaded.proto, sig, 512, 1)
+    assert s["past_key_values.11.value"] == (1, 12, 512, 64) and s["attention_mask"] == (1, 513)
