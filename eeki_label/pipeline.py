@@ -220,7 +220,12 @@ def with_attention(label: Label, static: StaticProfile, causal_decoder: bool) ->
     """``model.attention_macs`` (and its causal figure for cached decoders or kernels declaring causality)."""
     causal = static.attention_macs_causal if causal_decoder or static.attention_causal_declared else None
     model = label.model.model_copy(update={"attention_macs": static.attention_macs, "attention_macs_causal": causal})
-    return label.model_copy(update={"model": model})
+    label = label.model_copy(update={"model": model})
+    if static.attention_upper_bound:
+        label = _with_note(label, "an attention kernel (PackedAttention, PackedMultiHeadAttention or a shared-buffer "
+                                  "DecoderMaskedMultiHeadAttention) is counted at its padded or maximum length, known "
+                                  "only at run time: its MACs are an upper bound")
+    return label
 
 
 def with_decode_run(label: Label, run: "decoder.DecodeRun") -> Label:
