@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 SOURCE = ROOT / "scripts" / "catalogue_source_text_generation.json"
+#: onnxruntime working memory allowed to the shape probes (the default 4 GiB is too little for GPT-2 762M and up)
+PROBE_MEMORY_BYTES = 12 * 1024**3
 
 
 def profile(path: Path, prompt: int, output: int) -> dict:
@@ -36,7 +38,8 @@ def profile(path: Path, prompt: int, output: int) -> dict:
         raise SystemExit(f"{path.name}: no KV-cache signature")
 
     def at(shapes):
-        return static_profile(loaded, shapes, typed=typed_graphs(loaded, shapes, partial(probe_shapes, loaded, shapes)))
+        probe = partial(probe_shapes, loaded, shapes, max_activation_bytes=PROBE_MEMORY_BYTES)
+        return static_profile(loaded, shapes, typed=typed_graphs(loaded, shapes, probe))
 
     dp = decoder.profile_decoder(loaded, sig, decoder.Lengths(prompt, output), at)
     q = dp.query_static()
