@@ -156,3 +156,16 @@ def test_weightless_gpt2_117m_reference_keeps_its_cache_signature():
     assert len(sig.past_inputs) == len(sig.present_outputs) == 24
     s = decoder.step_shapes(loaded.proto, sig, 512, 1)
     assert s["past_key_values.11.value"] == (1, 12, 512, 64) and s["attention_mask"] == (1, 513)
+
+
+def test_probe_of_a_model_over_the_message_limit_goes_through_a_file(monkeypatch):
+    """Models of 2 GiB and more (large language models) cannot be one protobuf message: the shape probe
+    writes them with external data to a temporary folder (here forced with a limit of 0 bytes)."""
+    from eeki_label.profile import runtime
+
+    loaded = load_model(DATA / "llama_gqa.onnx")
+    sig = decoder.detect(loaded.proto)
+    shapes = decoder.step_shapes(loaded.proto, sig, 3, 2)
+    monkeypatch.setattr(runtime, "PROBE_INLINE_MAX_BYTES", 0)
+    found = runtime.probe_shapes(loaded, shapes, ["present.0.key", "logits"], time_limit_s=120)
+    assert found == {"present.0.key": (1, 2, 5, 16), "logits": (1, 2, 128)}
