@@ -30,7 +30,7 @@ from eeki_label.profile.shapes import Shape, graph_inputs
 DEFAULT_RUNS = 30
 DEFAULT_WARMUP = 3
 DEFAULT_SEED = 0
-#: A probe model at least this large (serialised) is written to a temporary folder with external data instead of
+#: A model whose file and external data together are at least this large is written for the probe to a temporary folder with external data instead of
 #: being sent to the child as one message: protobuf cannot serialise a message of 2 GiB or more.
 PROBE_INLINE_MAX_BYTES = 2**31 - 2**24
 #: Wall-clock limit of a shape probe (one run of the model), seconds, when the caller gives none.
@@ -237,8 +237,14 @@ def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend([ValueInfoProto(name=n) for n in names if n not in existing])
     request = {"task": "probe", "inputs": specs, "seed": DEFAULT_SEED}
-    if model.ByteSize() < PROBE_INLINE_MAX_BYTES:
-        data = model.SerializeToString()
+    weight_bytes = loaded.file_bytes + loaded.external_bytes
+    data = None
+    if weight_bytes < PROBE_INLINE_MAX_BYTES:
+        try:
+            data = model.SerializeToString()
+        except Exception:  # protobuf's EncodeError: over the message limit after all
+            data = None
+    if data is not None:
         del model
         return run_child(request, data, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
                          weight_bytes=len(data), what=what).value
@@ -248,7 +254,6 @@ def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time
 
     import onnx
 
-    weight_bytes = loaded.file_bytes + loaded.external_bytes
     with tempfile.TemporaryDirectory(prefix="eeki_probe_") as tmp:
         path = os.path.join(tmp, "probe.onnx")
         try:
