@@ -163,6 +163,15 @@ def assess(
              "their shapes are the assessed shapes."),
     input_shape: List[str] = typer.Option([], "--input-shape", metavar="NAME=1x3x224x224", rich_help_panel=P_WHAT,
                                           help="Shape of an input with unknown dims (repeatable)."),
+    prompt_tokens: Optional[int] = typer.Option(
+        None, "--prompt-tokens", min=1, metavar="N", rich_help_panel=P_WHAT,
+        help="Decoders with a KV cache: prompt tokens of one query (default: the rule set's preset)."),
+    output_tokens: Optional[int] = typer.Option(
+        None, "--output-tokens", min=1, metavar="M", rich_help_panel=P_WHAT,
+        help="Decoders with a KV cache: output tokens of one query (default: the rule set's preset)."),
+    lengths: Optional[str] = typer.Option(
+        None, "--lengths", metavar="PRESET", rich_help_panel=P_WHAT,
+        help="Decoders: the rule set's length preset (default, short, long)."),
     # -- outputs
     out: Optional[Path] = typer.Option(
         None, "--out-dir", "--out", metavar="DIR", rich_help_panel=P_OUT,
@@ -340,6 +349,7 @@ def assess(
         inputs=inputs,
         input_shapes=parse_shape_options(input_shape), runs=runs, threads=threads, seed=seed,
         rules_version=rules, catalogue_version=catalogue, device_data=device_data,
+        prompt_tokens=prompt_tokens, output_tokens=output_tokens, length_preset=lengths,
         limits=LoadLimits(max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes, max_nodes=max_nodes,
                           max_activation_bytes=max_activation_bytes),
         runtime_time_limit_s=time_limit, issued_at=issued_at, issuer=issuer,

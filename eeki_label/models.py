@@ -76,6 +76,12 @@ class ModelInfo(_Frozen):
     graph_name: Optional[str] = Field(default=None, description="The graph's name as the model states it (untrusted text).")
     doc_string: Optional[str] = Field(
         default=None, description="The model's doc_string (else the graph's), first 1,000 characters (untrusted text).")
+    attention_macs: Optional[int] = Field(
+        default=None, description="Of `macs`, attention: QK^T and AV at the full s_q x s_k rectangle plus projections "
+                                  "inside attention kernels (docs/attention.md).")
+    attention_macs_causal: Optional[int] = Field(
+        default=None, description="`attention_macs` with a causal mask's skipped positions left out; given for cached "
+                                  "decoders and kernels that declare a causal mask, else null.")
 
 
 class RuntimeInfo(_Frozen):
@@ -94,6 +100,11 @@ class RuntimeInfo(_Frozen):
     host_logical_cpus: int
     host_machine: str
     input_seed: int
+    prefill_latency_ms: Optional[float] = Field(
+        default=None, description="Cached decoders: one real prefill run in onnxruntime (milliseconds).")
+    decode_latency_ms_median: Optional[float] = Field(
+        default=None, description="Cached decoders: median of the real decode steps run after it, the cache fed back.")
+    decode_steps_run: Optional[int] = Field(default=None, description="Cached decoders: decode steps run.")
 
 
 class DeviceClassInfo(_Frozen):
@@ -128,6 +139,51 @@ class InferenceEnergy(_Frozen):
     interval_method: Optional[str] = Field(default=None, description="How energy_j_ci95 was computed, in words.")
     measurement: Optional["MeasurementInfo"] = Field(
         default=None, description="Measured: baseline/idle/scenario figures and the record it came from.")
+    unit: str = Field(default="inference", description="What `energy_j` is per: `inference`, `query` (a cached "
+                                                        "decoder: prefill plus decode steps), `image`, ...")
+    prompt_tokens: Optional[int] = Field(default=None, description="Decoders: prompt tokens N of one query.")
+    output_tokens: Optional[int] = Field(default=None, description="Decoders: output tokens M of one query.")
+    length_preset: Optional[str] = Field(default=None, description="Decoders: the rule set's preset the lengths "
+                                                                   "came from (null: given on the command line).")
+    batch_size: Optional[int] = Field(default=None, description="Decoders: batch size of the estimate (the device "
+                                                                "class's assumed batch; weights are read once per batch).")
+    boundary: Optional[str] = Field(default=None, description="Decoders: what the per-query figures include.")
+    prefill: Optional["PrefillInfo"] = None
+    decode: Optional["DecodeInfo"] = None
+    energy_per_query_j: Optional[float] = Field(default=None, description="Decoders: joules per query (= energy_j).")
+    energy_wh_per_1000_queries: Optional[float] = None
+    energy_per_output_token_j: Optional[float] = Field(
+        default=None, description="Decoders: joules of one decode step at the mean context (steady-state decode; "
+                                  "the prefill is in energy_per_query_j only).")
+
+
+class PrefillInfo(_Frozen):
+    """The prefill run of a cached decoder: the prompt with an empty cache."""
+
+    tokens: int
+    macs: int
+    attention_macs: int
+    activation_elements: int
+    energy_j: Optional[float]
+    bytes_moved: Optional[float] = None
+    time_s_estimate: Optional[float] = None
+
+
+class DecodeInfo(_Frozen):
+    """The decode steps of a cached decoder: one new token each, the cache fed back."""
+
+    steps: int = Field(description="output_tokens - 1 (the prefill gives the first output token).")
+    context_first: int = Field(description="Past length of the first step (= prompt tokens).")
+    context_last: int = Field(description="Past length of the last step.")
+    macs_per_token: float = Field(description="Mean MACs of one decode step (affine in the context: exact).")
+    attention_macs_per_token: float
+    activation_elements_per_token: float = Field(
+        description="Mean elements a step writes plus the cache elements it reads.")
+    kv_cache_bytes_per_token: int = Field(description="Cache bytes one token adds (all layers, keys and values).")
+    kv_cache_bytes_full_context: int = Field(description="Cache bytes at prompt + output - 1 positions.")
+    energy_j_per_token: Optional[float]
+    bytes_moved_per_token: Optional[float] = None
+    time_s_estimate_per_token: Optional[float] = None
 
 
 class Repetitions(_Frozen):

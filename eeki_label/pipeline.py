@@ -32,6 +32,7 @@ from eeki_label.models import (
 from eeki_label.profile.runtime import (
     DEFAULT_RUNS, RuntimeProfile, probe_shapes, probe_values, runtime_profile, trial_run,
 )
+from eeki_label.profile import decoder
 from eeki_label.profile.shapes import Shape, resolve_input_shapes
 from eeki_label.profile.static import StaticProfile, check_activation_limit, static_profile, typed_graphs
 from eeki_label.rules import RuleSet, Selection, estimate_boundary, estimate_interval, grade, load_rules, select_reference
@@ -80,6 +81,12 @@ class AssessOptions:
     """The NNC transfer stage (transfer/stage.py); ``TransferOptions(enabled=False)`` skips it."""
     host: "HostOptions | None" = None
     """Options of the ``host`` device class (this machine, measured; energy/host.py); None: defaults."""
+    prompt_tokens: "int | None" = None
+    """Cached decoders: prompt tokens of one query (None: the rule set's ``decoder`` preset)."""
+    output_tokens: "int | None" = None
+    """Cached decoders: output tokens of one query (None: the rule set's ``decoder`` preset)."""
+    length_preset: "str | None" = None
+    """Cached decoders: the rule set's length preset (``default``, ``short``, ``long``; None: its default)."""
 
 
 @dataclass(frozen=True)
@@ -168,9 +175,18 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     if task.task is not None and options.accuracy is not None:
         task.task.check_quality(options.accuracy)
     plan = shape_plan(task.task, loaded.proto)
+    signature = decoder.detect(loaded.proto)
+    dprof = None
+    if signature is not None and options.inputs is not None:
+        raise UsageError("--inputs: a decoder with a KV cache is fed generated token ids per step; drop --inputs")
     given = _given_inputs(options, loaded) if options.inputs is not None else {}
-    overrides = {**{k: tuple(v.shape) for k, v in given.items()}, **options.input_shapes}
-    shapes = resolve_input_shapes(loaded.proto, overrides, plan.defaults)
+    if signature is not None:  # a decoder with a KV cache: one query = prefill + decode steps (profile/decoder.py)
+        lengths = decoder.lengths_from_rules(ctx.rules.raw, options.length_preset, options.prompt_tokens,
+                                             options.output_tokens)
+        shapes = decoder.step_shapes(loaded.proto, signature, 0, lengths.prompt_tokens, options.input_shapes)
+    else:
+        overrides = {**{k: tuple(v.shape) for k, v in given.items()}, **options.input_shapes}
+        shapes = resolve_input_shapes(loaded.proto, overrides, plan.defaults)
     given_path = None
     if given:
         import numpy as np
@@ -187,6 +203,15 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
     value_probe = partial(probe_values, loaded, shapes, **limits)
     typed = typed_graphs(loaded, shapes, probe, value_probe)  # shape inference once, for the static profile and recycling
     static = static_profile(loaded, shapes, value_probe=value_probe, typed=typed)
+    if signature is not None:
+        def profile_at(at_shapes):
+            if at_shapes == shapes:
+                return static
+            vp = partial(probe_values, loaded, at_shapes, **limits)
+            return static_profile(loaded, at_shapes, value_probe=vp, typed=typed_graphs(
+                loaded, at_shapes, partial(probe_shapes, loaded, at_shapes, **limits), vp))
+        dprof = decoder.profile_decoder(loaded, signature, lengths, profile_at, options.input_shapes)
+        static = dprof.query_static()
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     graded = _graded_work(loaded, shapes, static, task, plan, options, limits, evidence)
     step("recycling", 0, 1)
@@ -208,12 +233,23 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
             time_limit_s=options.runtime_time_limit_s, max_activation_bytes=options.limits.max_activation_bytes,
             given_inputs=given_path, progress=lambda done, total: step("runtime profile", done, total),
         )
+    decode_run = None
+    if dprof is not None and options.runs > 0:
+        step("decode run", 0, 1)
+        decode_run = decoder.runtime_decode(loaded, signature, dprof.lengths, options.input_shapes,
+                                            time_limit_s=options.runtime_time_limit_s,
+                                            max_activation_bytes=options.limits.max_activation_bytes, seed=options.seed)
     issued_at = options.issued_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    labels = [
-        build_label(loaded, static, runtime, dc, estimate_inference(work_of(static), dc, static.activation_peak_elements),
-                    ctx, graded, options, issued_at, recycling=recycling)
-        for dc in classes
-    ]
+    labels = []
+    for dc in classes:
+        if dprof is None:
+            labels.append(build_label(loaded, static, runtime, dc, estimate_inference(
+                work_of(static), dc, static.activation_peak_elements), ctx, graded, options, issued_at,
+                recycling=recycling))
+        else:
+            qe = decoder.query_energy(dprof, dc, estimate_inference)
+            labels.append(with_query_figures(build_label(loaded, static, runtime, dc, qe.query, ctx, graded, options,
+                                                         issued_at, recycling=recycling), dprof, qe, dc))
     # Live measurement (host) and the NNC stage run the model in this process, where the time limit and
     # the memory cap cannot be enforced: unless the sandboxed runtime profile has shown that the model
     # ends within them, a sandboxed trial run does first.
@@ -248,6 +284,9 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
         if shared_delta:
             recycling = recycling_info(with_coded_update(recycled, *delta_update_bytes(transfer)), static.weight_bytes)
             labels = [lab.model_copy(update={"recycling": recycling}) for lab in labels]
+    labels = [with_attention(lab, static, dprof is not None) for lab in labels]
+    if decode_run is not None:
+        labels = [with_decode_run(lab, decode_run) for lab in labels]
     return Assessment(LabelSet(labels=labels), transfer)
 
 
@@ -295,6 +334,63 @@ def _with_note(label: Label, note: str, first: bool = False) -> Label:
     notes = [note, *label.label.notes] if first else [*label.label.notes, note]
     grade_ = label.label.model_copy(update={"notes": notes})
     return label.model_copy(update={"label": grade_})
+
+
+def with_attention(label: Label, static: StaticProfile, causal_decoder: bool) -> Label:
+    """``model.attention_macs`` (and its causal figure for cached decoders or kernels declaring causality)."""
+    causal = static.attention_macs_causal if causal_decoder or static.attention_causal_declared else None
+    model = label.model.model_copy(update={"attention_macs": static.attention_macs, "attention_macs_causal": causal})
+    label = label.model_copy(update={"model": model})
+    if static.attention_upper_bound:
+        label = _with_note(label, "an attention kernel (PackedAttention, PackedMultiHeadAttention or a shared-buffer "
+                                  "DecoderMaskedMultiHeadAttention) is counted at its padded or maximum length, known "
+                                  "only at run time: its MACs are an upper bound")
+    return label
+
+
+def with_decode_run(label: Label, run: "decoder.DecodeRun") -> Label:
+    """The real prefill and decode steps (profile/decoder.py ``runtime_decode``) in ``runtime``."""
+    if label.runtime is None:
+        return label
+    runtime = label.runtime.model_copy(update=dict(
+        prefill_latency_ms=run.prefill_ms, decode_steps_run=len(run.step_ms),
+        decode_latency_ms_median=run.decode_ms_median if run.step_ms else None))
+    return label.model_copy(update={"runtime": runtime})
+
+
+def with_query_figures(label: Label, dp: "decoder.DecoderProfile", qe: "decoder.QueryEnergy", dc: DeviceClass) -> Label:
+    """The per-query, prefill and decode figures of a cached decoder (profile/decoder.py) in ``inference``."""
+    from eeki_label.models import DecodeInfo, PrefillInfo
+
+    n, m = dp.lengths.prompt_tokens, dp.lengths.output_tokens
+    pre, stp = qe.prefill, qe.decode_step
+    per_query = qe.query.energy_j
+    decode = None
+    if dp.decode_first is not None:
+        decode = DecodeInfo(
+            steps=dp.decode_steps, context_first=n, context_last=n + m - 2,
+            macs_per_token=dp.decode_macs_per_token,
+            attention_macs_per_token=(dp.decode_first.attention_macs + dp.decode_last.attention_macs) / 2,
+            activation_elements_per_token=dp.decode_activation_elements_per_token,
+            kv_cache_bytes_per_token=dp.kv_cache_bytes_per_token,
+            kv_cache_bytes_full_context=(n + m - 1) * dp.kv_cache_bytes_per_token,
+            energy_j_per_token=stp.energy_j, bytes_moved_per_token=stp.bytes_moved,
+            time_s_estimate_per_token=stp.time_s)
+    inference = label.inference.model_copy(update=dict(
+        unit="query", prompt_tokens=n, output_tokens=m, length_preset=dp.lengths.preset,
+        batch_size=dc.assumed_batch_size,
+        boundary=(f"one query: prefill of {n} prompt tokens plus {m - 1} decode steps ({m} output tokens), batch "
+                  f"{dc.assumed_batch_size}, estimated whole-system energy of the {dc.id} class (energy/estimate.py); "
+                  "tokenisation, sampling and networking excluded"),
+        prefill=PrefillInfo(tokens=n, macs=dp.prefill.macs, attention_macs=dp.prefill.attention_macs,
+                            activation_elements=dp.prefill.activation_elements, energy_j=pre.energy_j,
+                            bytes_moved=pre.bytes_moved, time_s_estimate=pre.time_s),
+        decode=decode,
+        energy_per_query_j=per_query,
+        energy_wh_per_1000_queries=per_query * 1000 / 3600 if per_query is not None else None,
+        energy_per_output_token_j=(stp.energy_j if stp is not None else None),
+    ))
+    return label.model_copy(update={"inference": inference})
 
 
 def reference_energy(ctx: Context, dc: DeviceClass):

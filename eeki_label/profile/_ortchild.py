@@ -162,6 +162,34 @@ def _infer(request, model_bytes: bytes) -> int:
     return 0
 
 
+def _decode(np, session, feeds, names, request, run_options) -> dict:
+    """Task ``decode`` (cached decoders, profile/decoder.py): one prefill with ``inputs``, then one step per
+    entry of ``steps`` (input specs at that step's shapes) with every ``past`` input fed the ``present`` output
+    of the run before (``cache``: [[past, present], ...]); position inputs count on from the past length.
+    The prefill runs twice (the first warms up). Answers the latency of each timed run (milliseconds) and the cache length seen at each step."""
+    cache = [(str(a), str(b)) for a, b in request["cache"]]
+    session.run(None, feeds, run_options)  # warm-up: the timed prefill is the second
+    t0 = time.perf_counter()
+    out = dict(zip(names, session.run(None, feeds, run_options)))
+    prefill_ms = (time.perf_counter() - t0) * 1e3
+    step_ms, lengths = [], []
+    for i, specs in enumerate(request["steps"]):
+        step = feeds_from_specs([s for s in specs if s[0] not in {p for p, _ in cache}], int(request.get("seed", 0)) + i)
+        for past, present in cache:
+            step[past] = out[present]
+        past_len = int(np.shape(out[cache[0][1]])[int(request["cache_axis"])])
+        for name, value in step.items():
+            if "position" in name.lower() and np.issubdtype(value.dtype, np.integer):
+                step[name] = (np.arange(value.shape[-1]) + past_len).astype(value.dtype).reshape(value.shape)
+        t0 = time.perf_counter()
+        out = dict(zip(names, session.run(None, step, run_options)))
+        step_ms.append((time.perf_counter() - t0) * 1e3)
+        lengths.append(past_len)
+        _emit({"progress": i + 1})
+    return {"prefill_ms": prefill_ms, "step_ms": step_ms, "past_lengths": lengths,
+            "final_cache_length": int(np.shape(out[cache[0][1]])[int(request["cache_axis"])])}
+
+
 def main() -> int:
     header = sys.stdin.buffer.readline()
     request = json.loads(header)
@@ -203,6 +231,9 @@ def main() -> int:
                           "values": {n: int(v.reshape(-1)[0]) for n, v in zip(names, values)
                                      if isinstance(v, np.ndarray) and v.size == 1
                                      and (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_)}}})
+            return 0
+        if request["task"] == "decode":
+            _emit({"ok": _decode(np, session, feeds, names, request, run_options)})
             return 0
         for _ in range(int(request.get("warmup", 0))):
             session.run(None, feeds, run_options)

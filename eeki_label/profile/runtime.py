@@ -30,6 +30,9 @@ from eeki_label.profile.shapes import Shape, graph_inputs
 DEFAULT_RUNS = 30
 DEFAULT_WARMUP = 3
 DEFAULT_SEED = 0
+#: A model whose file and external data together are at least this large is written for the probe to a temporary folder with external data instead of
+#: being sent to the child as one message: protobuf cannot serialise a message of 2 GiB or more.
+PROBE_INLINE_MAX_BYTES = 2**31 - 2**24
 #: Wall-clock limit of a shape probe (one run of the model), seconds, when the caller gives none.
 DEFAULT_PROBE_TIME_LIMIT_S = 600.0
 
@@ -242,11 +245,34 @@ def _probe(loaded: LoadedModel, shapes: dict[str, Shape], names: list[str], time
         inline_branches(model, inline)
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend([ValueInfoProto(name=n) for n in names if n not in existing])
-    data = model.SerializeToString()
-    del model
-    done = run_child({"task": "probe", "inputs": specs, "seed": DEFAULT_SEED, "given_inputs": given_inputs}, data, time_limit_s=time_limit_s,
-                     max_activation_bytes=max_activation_bytes, weight_bytes=len(data), what=what)
-    return done.value
+    request = {"task": "probe", "inputs": specs, "seed": DEFAULT_SEED, "given_inputs": given_inputs}
+    weight_bytes = loaded.file_bytes + loaded.external_bytes
+    data = None
+    if weight_bytes < PROBE_INLINE_MAX_BYTES:
+        try:
+            data = model.SerializeToString()
+        except Exception:  # protobuf's EncodeError: over the message limit after all
+            data = None
+    if data is not None:
+        del model
+        return run_child(request, data, time_limit_s=time_limit_s, max_activation_bytes=max_activation_bytes,
+                         weight_bytes=len(data), what=what).value
+    # Over protobuf's 2 GiB message limit (large language models): the probe model goes to a private
+    # temporary folder with its weights as external data, and the child opens it by path.
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="eeki_probe_") as tmp:
+        path = os.path.join(tmp, "probe.onnx")
+        try:
+            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location="probe.weights", size_threshold=1024)
+        except (OSError, ValueError) as e:
+            raise RuntimeProfileError(f"{what}: the model could not be written for the probe ({e})") from e
+        del model
+        return run_child({**request, "model_path": path}, None, time_limit_s=time_limit_s,
+                         max_activation_bytes=max_activation_bytes, weight_bytes=weight_bytes, what=what).value
 
 
 class ProbedShapes(dict):

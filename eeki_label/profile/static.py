@@ -43,6 +43,7 @@ from eeki_label.model_io import (
     numel,
     tensor_nbytes,
 )
+from eeki_label.profile import attention
 from eeki_label.profile.canonical import describe, runtime_view
 from eeki_label.profile.shapes import Shape, dtype_name, graph_inputs
 
@@ -110,6 +111,15 @@ class StaticProfile:
     """Every If of the main graph: the branch counted and the MACs of the other."""
     profiled_graph: str = ""
     """Which graph the figures describe (canonical.describe): the runtime view of the export."""
+    attention_macs: int = 0
+    """Of ``macs``, attention scores and weighted sums (``QK^T``, ``AV``) at the full ``s_q x s_k`` rectangle
+    (profile/attention.py), plus projections inside attention kernels."""
+    attention_macs_causal: int = 0
+    """``attention_macs`` with a causal mask's skipped positions left out (what a causal decoder needs)."""
+    attention_causal_declared: bool = False
+    """An attention kernel declares a causal mask (plain MatMul chains do not say)."""
+    attention_upper_bound: bool = False
+    """An attention kernel was counted at a padded or maximum length known only at run time."""
 
     @property
     def macs_coverage(self) -> float:
@@ -302,7 +312,7 @@ MAC_OPS_NOT_COUNTED = frozenset({
     "DecoderMaskedSelfAttention", "LongformerAttention", "SparseAttention", "PagedAttention", "RelativePositionBias",
     "DeformConv", "GemmFloat8", "QOrderedMatMul", "QOrderedLongformerAttention", "QOrderedGelu",
     "ConvTransposeWithDynamicPads", "FusedConvTranspose", "AttnLSTM", "QLinearAttention",
-})
+}) - attention.MS_KERNELS  # attention kernels: counted by profile/attention.py (registered below)
 _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 MacRule = Callable[[NodeProto, dict], "tuple[int | None, bool]"]
@@ -475,6 +485,18 @@ register_mac_rule(_MATMUL_B_INDEX, _matmul_macs)
 register_mac_rule(_RNN_GATES, _rnn_macs)
 register_mac_rule("DynamicQuantizeLSTM", _dynamic_quantize_lstm_macs)
 register_mac_rule("Einsum", lambda node, types: (_einsum_macs(node, types), False))
+
+
+def _attention_kernel_macs(node: NodeProto, types) -> tuple[int | None, bool]:
+    """com.microsoft attention kernels and the ONNX ``Attention`` op (profile/attention.py); the same op
+    name in another domain is not modelled (None: unresolved)."""
+    if not attention.is_kernel(node):
+        return None, False
+    count = attention.kernel_count(node, types)
+    return (None if count is None else count.macs), False
+
+
+register_mac_rule(attention.MS_KERNELS | {"Attention"}, _attention_kernel_macs)
 
 
 def node_macs(node: NodeProto, types) -> tuple[int | None, bool]:
@@ -791,6 +813,8 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
     macs = macs_dw = activation = activation_elems = peak = peak_elems = node_count = loops = 0
     compute_nodes = resolved_nodes = 0
     peak_node = ""
+    att_macs = att_causal = 0
+    att_declared = att_upper = False
     by_op: Counter[str] = Counter()
     hist: Counter[str] = Counter()
     unresolved: list[str] = []
@@ -818,6 +842,11 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
         parameters += sum(_elements(types, g) for g in view.generated & consumed
                           if types.get(g, (None, 0))[1] in FLOAT_DTYPES)
         path_macs: "int | None" = 0
+        for count in attention.graph_attention(graph.node, types, stored).values():
+            att_macs += count.macs * times
+            att_causal += (count.macs - count.score_macs + count.causal_score_macs) * times
+            att_declared |= count.causal
+            att_upper |= count.upper_bound
         for i, node in enumerate(graph.node):
             node_count += 1
             hist[node.op_type] += 1
@@ -913,6 +942,10 @@ def static_profile(loaded: LoadedModel, shapes: dict[str, Shape], probe=None, va
         subgraph_runs=tuple((path, n) for path, n in runs.items() if path),
         elapsed_s=time.perf_counter() - t0,
         activation_peak_node=peak_node,
+        attention_macs=att_macs,
+        attention_macs_causal=att_causal,
+        attention_causal_declared=att_declared,
+        attention_upper_bound=att_upper,
     )
 
 

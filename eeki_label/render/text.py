@@ -74,7 +74,8 @@ def summary(labels) -> str:
             lab.reference.model_id or "none", f"{g.index:.3g}" if g.index is not None else "n/a",
             g.class_ or "not graded",
         ])
-    table = _wrapped_table(["device class", "per inference", "per 1,000", "method", "reference", "index", "class"],
+    unit = first.inference.unit or "inference"
+    table = _wrapped_table(["device class", f"per {unit}", "per 1,000", "method", "reference", "index", "class"],
                            rows, [24, 13, 11, 9, 32, 7, 10])
     why = {}
     for lab in labels.labels:
@@ -85,6 +86,8 @@ def summary(labels) -> str:
     rt = first.runtime
     tail = [_para("runtime", f"this host: median {rt.latency_ms_median:.3g} ms, p90 {rt.latency_ms_p90:.3g} ms over "
                              f"{rt.runs} runs (the estimates do not depend on it)")] if rt else []
+    if first.inference.prefill is not None:
+        tail += [_para("decoder", line) for line in decoder_lines(labels)]
     if first.transfer is not None:
         tail.append(_para("transfer", transfer_line(first.transfer).removeprefix("transfer: ")))
     line = recycling_line(first.recycling)
@@ -92,6 +95,28 @@ def summary(labels) -> str:
         tail.append(_para("recycling", line.removeprefix("recycling: ")))
     notes = sorted({n for lab in labels.labels for n in lab.label.notes})
     return "\n".join(head + ["", table, ""] + refs + ungraded + tail + [_para("note", n) for n in notes])
+
+
+def decoder_lines(labels) -> list[str]:
+    """Cached decoders (docs/attention.md): the lengths and boundary, then per class the energy per query and per
+    output token."""
+    first = labels.labels[0].inference
+    lines = [f"per query: {first.prompt_tokens} prompt + {first.output_tokens} output tokens"
+             f"{f' (preset {first.length_preset})' if first.length_preset else ''}; prefill "
+             f"{first.prefill.macs / 1e9:.4g} GMAC" + (f", decode {first.decode.macs_per_token / 1e6:.4g} MMAC and "
+                                                      f"{first.decode.kv_cache_bytes_per_token:,} KV-cache bytes per token"
+                                                      if first.decode else "")]
+    for lab in labels.labels:
+        inf = lab.inference
+        if inf.energy_per_query_j is None:
+            continue
+        tok = f", {_mj(inf.energy_per_output_token_j)} mJ per output token (decode)" if inf.energy_per_output_token_j \
+            is not None else ""
+        lines.append(f"  {lab.device_class.id}: {_mj(inf.energy_per_query_j)} mJ per query{tok}, batch {inf.batch_size}")
+    if first.boundary:
+        lines.append(f"  boundary: {first.boundary.split(', batch')[0]}; whole-system energy of each class; "
+                     f"{first.boundary.rsplit('; ', 1)[-1]}")
+    return lines
 
 
 def recycling_line(r) -> str | None:
