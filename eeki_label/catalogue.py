@@ -50,6 +50,49 @@ class ReferenceModel:
     onnx_file: str | None = None
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     """Every model input and the shape it was profiled at (catalogue 2.0.0 on)."""
+    query: "QueryWork | None" = None
+    """Per-query tasks (text generation): the phases of one query, priced phase by phase."""
+
+
+@dataclass(frozen=True)
+class QueryWork:
+    """One query of a cached decoder: the prefill, then ``decode_steps`` steps (profile/decoder.py)."""
+
+    prompt_tokens: int
+    output_tokens: int
+    prefill_macs: int
+    prefill_activation_elements: int
+    prefill_activation_peak_elements: int
+    decode_steps: int
+    decode_macs_per_token: float
+    decode_activation_elements_per_token: float
+    decode_activation_peak_elements: int
+    kv_cache_elements_full_context: int
+
+    def energy(self, parameters: int, dc, estimate):
+        """The query's energy figure on ``dc``, by the same function as a candidate's (decoder.phase_energy)."""
+        from eeki_label.profile.decoder import phase_energy
+
+        decode = (self.decode_steps, self.decode_macs_per_token, self.decode_activation_elements_per_token,
+                  self.decode_activation_peak_elements) if self.decode_steps else None
+        return phase_energy(parameters, self.prefill_macs, self.prefill_activation_elements,
+                            self.prefill_activation_peak_elements, decode, self.kv_cache_elements_full_context, dc,
+                            estimate).query
+
+
+def _query_work(m: dict) -> "QueryWork | None":
+    prof = m["profile"]
+    if "prefill" not in prof:
+        return None
+    pre, dec, lengths = prof["prefill"], prof.get("decode") or {}, m["input_lengths"]
+    return QueryWork(
+        prompt_tokens=int(lengths["prompt_tokens"]), output_tokens=int(lengths["output_tokens"]),
+        prefill_macs=int(pre["macs"]), prefill_activation_elements=int(pre["activation_elements"]),
+        prefill_activation_peak_elements=int(pre["activation_peak_elements"]),
+        decode_steps=int(dec.get("steps", 0)), decode_macs_per_token=float(dec.get("macs_per_token", 0.0)),
+        decode_activation_elements_per_token=float(dec.get("activation_elements_per_token", 0.0)),
+        decode_activation_peak_elements=int(dec.get("activation_peak_elements", 0)),
+        kv_cache_elements_full_context=int(dec.get("kv_cache_elements_full_context", 0)))
 
 
 @dataclass(frozen=True)
@@ -84,6 +127,15 @@ class Catalogue:
         raise CatalogueError(f"catalogue {self.version} has no model {model_id!r}")
 
 
+def _first_shape(m: dict) -> tuple[int, ...]:
+    if "input_shape" in m:
+        return tuple(m["input_shape"])
+    if "input_shapes" in m:
+        return tuple(next(iter(m["input_shapes"].values())))
+    lengths = m["input_lengths"]  # a decoder's query: the prompt
+    return (int(lengths.get("batch", 1)), int(lengths["prompt_tokens"]))
+
+
 def available_versions() -> list[str]:
     return versions("reference_models", CATALOGUE_PREFIX)
 
@@ -98,7 +150,7 @@ def load_catalogue(version: str | None = None) -> Catalogue:
         models = tuple(
             ReferenceModel(
                 id=m["id"], name=m["name"], task=m["task"], quality=float(m["quality"]["value"]),
-                quality_source=m["quality"]["source"], input_shape=tuple(m["input_shape"] if "input_shape" in m else next(iter(m["input_shapes"].values()))),
+                quality_source=m["quality"]["source"], input_shape=_first_shape(m),
                 work=WorkProfile(
                     macs=int(m["profile"]["macs"]),
                     activation_elements=int(m["profile"]["activation_elements"]),
@@ -112,6 +164,7 @@ def load_catalogue(version: str | None = None) -> Catalogue:
                 quality_metric=m["quality"].get("metric"), quality_dataset=m["quality"].get("dataset"),
                 onnx_file=m.get("onnx_file"),
                 input_shapes=tuple((k, tuple(v)) for k, v in (m.get("input_shapes") or {}).items()),
+                query=_query_work(m),
             )
             for m in c["models"]
         )

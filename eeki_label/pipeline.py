@@ -214,6 +214,8 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
         static = dprof.query_static()
     check_activation_limit(static, options.limits.max_activation_bytes)  # before anything else runs the model
     graded = _graded_work(loaded, shapes, static, task, plan, options, limits, evidence)
+    if dprof is not None:
+        graded = replace(graded, query_lengths=(dprof.lengths.prompt_tokens, dprof.lengths.output_tokens))
     step("recycling", 0, 1)
     # one update figure: the update against the base is the transfer stage's delta when it codes one
     delta_ref = previous if previous is not None else (
@@ -395,6 +397,8 @@ def with_query_figures(label: Label, dp: "decoder.DecoderProfile", qe: "decoder.
 
 def reference_energy(ctx: Context, dc: DeviceClass):
     def energy(ref) -> float | None:
+        if ref.query is not None:  # per query: prefill and decode steps, like the candidate's (profile/decoder.py)
+            return ref.query.energy(ref.work.parameters, dc, estimate_inference).energy_j
         return estimate_inference(ref.work, dc).energy_j
     return energy
 
@@ -413,6 +417,8 @@ class GradedTask:
     """Why the label cannot be graded for this task whatever its energy (None: it can be)."""
     evidence: "tuple[str, str] | None" = None
     """(file name, sha256) of --accuracy-evidence."""
+    query_lengths: "tuple[int, int] | None" = None
+    """A cached decoder's (prompt, output) tokens per query; None for other models."""
 
 
 def _evidence(path) -> tuple[str, str]:
@@ -479,6 +485,21 @@ def build_label(
     res = graded.resolution
     task = res.task
     refs = ctx.catalogue.for_task(res.id) if graded.reason is None else []
+    per_query = [r for r in refs if r.query is not None]
+    if per_query:  # per-query references: compare at the same lengths, and only a cached decoder's queries
+        lengths = {(r.query.prompt_tokens, r.query.output_tokens) for r in per_query}
+        if graded.query_lengths is None:
+            graded = dataclasses.replace(graded, reason=f"task {res.id} is graded per query of a decoder with a KV "
+                                         "cache (past_key_values inputs, present outputs); this model has none")
+            refs = []
+        elif graded.query_lengths not in lengths:
+            want = ", ".join(f"{p} prompt / {o} output tokens" for p, o in sorted(lengths))
+            graded = dataclasses.replace(graded, reason=(
+                f"assessed at {graded.query_lengths[0]} prompt / {graded.query_lengths[1]} output tokens; the "
+                f"references of task {res.id} are profiled at {want}: assess at those lengths to grade"))
+            refs = []
+        else:
+            refs = [r for r in per_query if (r.query.prompt_tokens, r.query.output_tokens) == graded.query_lengths]
     ref_energy = reference_energy(ctx, dc)
     if graded.reason is not None:
         sel = Selection(None, 0, "not compared: the label is not graded for this task (see the reason)", False)

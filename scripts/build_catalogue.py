@@ -74,6 +74,10 @@ def main() -> int:
         source.update(tasks)
     if "models_file" in source:
         source["models"] = json.loads((args.source.parent / source.pop("models_file")).read_text())
+    for extra in source.pop("profiled_models_files", []):
+        # references profiled per query by scripts/export_text_generation.py (profile/decoder.py): their
+        # phase figures are taken as written there; tests/unit/test_decoder.py re-profiles the stored export
+        source["models"] += json.loads((args.source.parent / extra).read_text())["models"]
     out = {k: v for k, v in source.items() if k != "models"}
     out["profiler"] = f"eeki-label {__version__} static profile, scripts/build_catalogue.py"
     out["models"] = []
@@ -81,6 +85,9 @@ def main() -> int:
     worst = 0.0
     for m in source["models"]:
         entry = dict(m)
+        if "prefill" in m.get("profile", {}):
+            out["models"].append(entry)  # a per-query reference, profiled phase by phase (see above)
+            continue
         prof = profile_entry(args.exports / m["onnx_file"], entry_shapes(m))
         entry["profile"] = prof
         entry["structure"] = structure_entry(args.exports / m["onnx_file"])

@@ -253,18 +253,30 @@ def query_energy(dp: DecoderProfile, dc, estimate) -> QueryEnergy:
     """Per-phase estimates with ``estimate(work, dc, activation_peak_elements)`` (energy/estimate.py's
     ``estimate_inference``). The decode step carries the cache it reads in its traffic; the fit check
     of every phase counts the cache at full context in the working set."""
+    if dp.decode_first is None:
+        return phase_energy(dp.prefill.parameters, dp.prefill.macs, dp.prefill.activation_elements,
+                            dp.prefill.activation_peak_elements, None, dp.kv_cache_elements_full, dc, estimate)
+    return phase_energy(
+        dp.prefill.parameters, dp.prefill.macs, dp.prefill.activation_elements, dp.prefill.activation_peak_elements,
+        (dp.decode_steps, dp.decode_macs_per_token, dp.decode_activation_elements_per_token,
+         max(dp.decode_first.activation_peak_elements, dp.decode_last.activation_peak_elements)),
+        dp.kv_cache_elements_full, dc, estimate)
+
+
+def phase_energy(parameters: int, prefill_macs: int, prefill_activation_elements: int, prefill_peak_elements: int,
+                 decode: "tuple[int, float, float, int] | None", full_cache_elements: int, dc, estimate) -> QueryEnergy:
+    """One query from its phases: the prefill, and ``decode = (steps, MACs per token, activation elements per
+    token, peak elements of a step)``; the candidate's (:func:`query_energy`) and a catalogue reference's
+    (its ``profile.prefill`` / ``profile.decode``) energy are computed by this one function."""
     from eeki_label.catalogue import WorkProfile
 
-    params = dp.prefill.parameters
-    full_cache = dp.kv_cache_elements_full
-    pre = estimate(WorkProfile(dp.prefill.macs, dp.prefill.activation_elements, params), dc,
-                   dp.prefill.activation_peak_elements + full_cache)
-    if dp.decode_first is None:
+    params = parameters
+    full_cache = full_cache_elements
+    pre = estimate(WorkProfile(prefill_macs, prefill_activation_elements, params), dc, prefill_peak_elements + full_cache)
+    if decode is None:
         return QueryEnergy(pre, None, pre)
-    peak = max(dp.decode_first.activation_peak_elements, dp.decode_last.activation_peak_elements) + full_cache
-    step = estimate(WorkProfile(round(dp.decode_macs_per_token), round(dp.decode_activation_elements_per_token),
-                                params), dc, peak)
-    k = dp.decode_steps
+    k, macs_per_token, act_per_token, step_peak = decode
+    step = estimate(WorkProfile(round(macs_per_token), round(act_per_token), params), dc, step_peak + full_cache)
     if pre.energy_j is None or step.energy_j is None:
         bad = pre if pre.energy_j is None else step
         return QueryEnergy(pre, step, bad)

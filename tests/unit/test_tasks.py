@@ -202,3 +202,32 @@ def test_inputs_npz_sets_shapes_and_feeds_the_runtime(tmp_path):
     np.savez(pickled, x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(UsageError, match="--inputs p.npz: not an .npz of arrays"):
         assess(m, AssessOptions(inputs=pickled, **FAST))
+
+
+def test_text_generation_references_match_this_decoder_profile():
+    """The per-query references were profiled by profile/decoder.py (scripts/export_text_generation.py); the
+    stored weightless GPT-2 117M export re-profiled per query gives the catalogue's phase figures."""
+    from support import ROOT
+    from eeki_label.transfer.stage import TransferOptions
+
+    ref = load_catalogue("2.0.0").model("openai/gpt2-117m")
+    lab = assess(ROOT / "tests" / "data" / "text_generation" / "gpt2_117m.onnx", AssessOptions(
+        runs=0, device_classes=("edge-gpu-batch1",), transfer=TransferOptions(enabled=False))).labels[0]
+    inf = lab.inference
+    assert lab.task.id == "text-generation" and inf.unit == "query"
+    assert (inf.prompt_tokens, inf.output_tokens) == (ref.query.prompt_tokens, ref.query.output_tokens)
+    assert inf.prefill.macs == ref.query.prefill_macs
+    assert inf.decode.macs_per_token == pytest.approx(ref.query.decode_macs_per_token, rel=1e-9)
+    assert lab.model.macs == ref.work.macs
+    assert lab.reference.task == "text-generation" and lab.label.class_ is not None
+
+
+def test_text_generation_is_graded_only_at_the_references_lengths():
+    from support import ROOT
+    from eeki_label.transfer.stage import TransferOptions
+
+    lab = assess(ROOT / "tests" / "data" / "text_generation" / "gpt2_117m.onnx", AssessOptions(
+        runs=0, device_classes=("edge-gpu-batch1",), length_preset="short",
+        transfer=TransferOptions(enabled=False))).labels[0]
+    assert lab.label.class_ is None and "512 prompt / 128 output tokens" in lab.label.reason
+    assert lab.inference.energy_per_query_j > 0
