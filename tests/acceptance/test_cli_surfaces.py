@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from support import save, tiny_cnn
+from support import classifier, save
 from eeki_label.cli import main
 from eeki_label.cli_progress import StageProgress
 
@@ -24,7 +24,8 @@ def run(args, capsys):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return save(tiny_cnn(batch=1), tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+    # a small ImageNet-like classifier (1,000 scores, dynamic height and width: graded at 224x224)
+    return save(classifier(1000), tmp_path_factory.mktemp("tiny") / "tiny.onnx")
 
 
 def test_non_interactive_assess_prints_one_line_per_stage_on_stderr_only(tiny, capsys):
