@@ -552,7 +552,7 @@ def build_label(
                 and ref_e is not None and ref_e > 0)
     index = grade_energy / ref_e if gradable else None
     letter = grade(index, ctx.rules.thresholds) if index is not None else None
-    reason = None if gradable else (graded.reason or coverage_reason or energy.fit_reason or sel.description)
+    reason = None if gradable else (coverage_reason or graded.reason or energy.fit_reason or sel.description)
     uncertainty = estimate_uncertainty(ctx, dc, energy, index)
     if uncertainty.grade_fields.get("boundary_uncertain"):
         notes.append(f"boundary uncertain: {uncertainty.grade_fields['boundary_rule']}")

@@ -194,11 +194,11 @@ def estimate_interval(rules: RuleSet, held_out_worst_ratio: "float | None", work
         raise CatalogueError(f"rule set {rules.version}: estimate_uncertainty factors must be at least 1")
     if held_out_worst_ratio is None:
         return EstimateInterval(unvalidated, f"no held-out error (the class is fitted on {workloads} workload): "
-                                             f"[E / {unvalidated:g}, E x {unvalidated:g}], the unvalidated factor of rule set section "
+                                             f"E / {unvalidated:g} to E x {unvalidated:g}, the unvalidated factor of rule set section "
                                              "estimate_uncertainty")
     f = max(floor, held_out_worst_ratio)
     return EstimateInterval(f, f"the class's worst leave-one-workload-out error over {workloads} workloads: "
-                               f"[E / {f:.3g}, E x {f:.3g}] (rule set section estimate_uncertainty)")
+                               f"E / {f:.3g} to E x {f:.3g} (rule set section estimate_uncertainty)")
 
 
 def estimate_boundary(index: float, factor: float, thresholds: Sequence[tuple[str, float]]) -> Declaration:

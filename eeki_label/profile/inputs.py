@@ -5,8 +5,8 @@ Generated inputs follow the input's role, read from the graph (no task-specific 
 * integer inputs that index an embedding table (``Gather`` on a stored ``[V, D]`` tensor, possibly through
   ``Cast``/``Unsqueeze``/``Reshape``) get token ids inside the vocabulary ``[0, V)``;
 * integer inputs named like a mask get ones, position ids ``0..n-1``, token types zeros;
-* scalar integer inputs compared with stored constants (``Equal``/``Greater``/``Less``..., as Silero VAD
-  does with its sample rate ``sr``) get the first such constant, so the branch a real caller takes runs;
+* scalar integer inputs tested for equality with a stored constant (``Equal``, as Silero VAD does with its
+  sample rate ``sr``) get the first such constant, so the branch a real caller takes runs;
 * float inputs of rank <= 3 whose last axis is long (>= 1,600 samples) and whose name says audio get a
   band-limited signal (a sum of sines plus noise at speech level), others a standard normal;
 * booleans are true, every other integer 1.
@@ -26,7 +26,7 @@ from eeki_label.errors import UsageError
 from eeki_label.profile._ortchild import generate_input as generate  # noqa: F401  (one generator, child and parent)
 
 _PASS_THROUGH = {"Cast", "Unsqueeze", "Reshape", "Squeeze", "Flatten", "Identity"}
-_COMPARE = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"}
+_COMPARE = {"Equal"}  # a threshold (Greater, Less...) names no value a caller passes; an equality does
 _AUDIO_NAME = re.compile(r"(audio|wav|pcm|speech|signal|input_values|waveform|samples)", re.I)
 _INTS = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8,
          TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)

@@ -630,9 +630,14 @@ def _details(doc, labels, signature, width) -> list:
                              st["body"]))
 
     out += [Paragraph("5. Transfer (NNC)", st["h2"])]
-    out += _transfer_tables(first.transfer, st, width) if first.transfer is not None else [
-        Paragraph("Not assessed: the label has no transfer section (assessed with --no-transfer, or NNC could "
-                  "not code the model; see the notes).", st["body"])]
+    t = first.transfer
+    if t is not None and t.status == "failed":
+        f = t.failure
+        out.append(Paragraph(esc(f"NNC could not code this model ({f.part}: {f.error_type}: {f.error}); the rest of the "
+                                 "label stands."), st["body"]))
+    else:
+        out += _transfer_tables(t, st, width) if t is not None else [
+            Paragraph("Not assessed: the label has no transfer section (assessed with --no-transfer).", st["body"])]
     out += [Paragraph("6. Recycling and transfer learning", st["h2"])]
     out += _recycling_tables(first.recycling, st, width) if first.recycling is not None else [
         Paragraph("Not assessed: the label has no recycling section.", st["body"])]

@@ -81,8 +81,11 @@ def summary(labels) -> str:
     for lab in labels.labels:
         why.setdefault(reference_text(lab), []).append(lab.device_class.id)
     refs = [_para("reference", f"{text} [{', '.join(ids)}]") for text, ids in why.items()]
-    ungraded = [_para("not graded", f"{lab.device_class.id}: {humanise_bytes_in(lab.label.reason or 'no reason given')}")
-                for lab in labels.labels if not lab.label.gradable]
+    reasons: dict[str, list[str]] = {}
+    for lab in labels.labels:
+        if not lab.label.gradable:
+            reasons.setdefault(humanise_bytes_in(lab.label.reason or "no reason given"), []).append(lab.device_class.id)
+    ungraded = [_para("not graded", f"{', '.join(ids)}: {reason}") for reason, ids in reasons.items()]
     rt = first.runtime
     tail = [_para("runtime", f"this host: median {rt.latency_ms_median:.3g} ms, p90 {rt.latency_ms_p90:.3g} ms over "
                              f"{rt.runs} runs (the estimates do not depend on it)")] if rt else []

@@ -150,10 +150,10 @@ def test_own_file_is_named_by_its_file_name_and_sha256(tmp_path):
 
 
 def test_estimated_labels_carry_the_held_out_interval(tmp_path):
-    from support import save, tiny_cnn
+    from support import classifier, save
     from eeki_label.pipeline import AssessOptions, assess
 
-    path = save(tiny_cnn(batch=1), tmp_path / "tiny.onnx")
+    path = save(classifier(1000), tmp_path / "imagenet_like.onnx")
     opts = dict(device_classes=("edge-gpu-batched", "single-board-cpu"), runs=0, task="image-classification",
                 issued_at="2026-01-01T00:00:00+00:00")
     from eeki_label.transfer.stage import TransferOptions

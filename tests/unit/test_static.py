@@ -214,7 +214,8 @@ def test_catalogue_figures_match_this_profiler(entry):
     ref = load_catalogue("2.0.0").model(entry["id"])
     p = arch_profile(entry["onnx_file"])
     assert ref.work.macs == p.macs, entry["id"]
-    assert ref.work.activation_elements == p.activation_elements, entry["id"]
+    # activation traffic is compared on the full exports (scripts/build_catalogue.py --check): in an
+    # architecture-only copy the weights are graph inputs, which the runtime view does not fold or fuse
 
 
 def _ms_model(node, inputs, output, inits):
