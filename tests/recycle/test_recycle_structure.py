@@ -89,4 +89,6 @@ def test_catalogue_records_structure_and_scratch_epochs_with_sources():
         "torchvision/mobilenet_v3_small": 600, "torchvision/squeezenet1_1": 100,
         "torchvision/shufflenet_v2_x1_0": None, "torchvision/mobilenet_v2": 300,
         "torchvision/efficientnet_b0": 450, "torchvision/resnet18": 90, "torchvision/densenet121": 90,
-        "torchvision/resnet50": 90, "torchvision/vgg16": 90}
+        "torchvision/resnet50": 90, "torchvision/vgg16": 90, "torchvision/mobilenet_v3_large": 600,
+        "torchvision/regnet_y_400mf": None, "torchvision/convnext_tiny": None, "torchvision/efficientnet_v2_s": None,
+        "torchvision/vit_b_16": None}
