@@ -6,7 +6,7 @@ Public API (imported lazily so that ``eeki-label --help`` stays instant)::
     labels = assess("model.onnx", AssessOptions(device_classes=("edge-gpu-batch1",)))
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["assess", "AssessOptions", "Label", "LabelSet", "__version__"]
 

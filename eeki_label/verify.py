@@ -170,8 +170,12 @@ def _check_device_data(d) -> str:
     from eeki_label.energy.devices import DEVICE_FILE, DEVICE_PREFIX, load_device_document
 
     shipped_name = f"{DEVICE_PREFIX}{d.version}.json"
-    if d.file is not None and d.file not in (shipped_name, DEVICE_FILE, "device_classes.json"):
+    shipped_like = d.file is not None and (d.file.startswith(DEVICE_PREFIX) or d.file in (DEVICE_FILE, "device_classes.json"))
+    if d.file is not None and not shipped_like:
         return f"device data {d.file} (own file, sha256 {d.sha256[:16]}…: not installed here, compare it by hand)"
+    if d.file is not None and d.file.startswith(DEVICE_PREFIX) and d.file != shipped_name:
+        raise DataMismatchError(f"device data {d.version} named by the label with the file {d.file}: not the installed "
+                                f"one ({shipped_name} would be)")
     try:
         dev, _ = load_device_document(d.version)
     except CatalogueError as e:

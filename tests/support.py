@@ -75,9 +75,9 @@ def tiny_cnn(with_constant: bool = False, batch: "int | str" = "N", seed: int = 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="eeki-tests")
 
 
-def classifier(classes: int, hw: "tuple | None" = None) -> onnx.ModelProto:
+def classifier(classes: int, hw: "tuple | None" = None, seed: int = 0) -> onnx.ModelProto:
     """Conv -> GlobalAveragePool -> Flatten -> MatMul to ``classes`` scores; image input (N,3,H,W)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     h, w = hw or ("H", "W")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, h, w])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])

@@ -330,6 +330,8 @@ def task_text(label) -> str:
     """The task and how it was established: declared, detected (with the evidence), or the default."""
     t = label.task
     detected = getattr(t, "detected_from", None)
+    if t.id is None:
+        return "unknown: not declared, and not recognised from the model's signature (declare it with --task)"
     if t.declared:
         how = "declared (--task)"
     elif detected:

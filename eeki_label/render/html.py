@@ -21,7 +21,7 @@ from markupsafe import Markup
 from eeki_label import __version__
 from eeki_label.errors import CatalogueError
 from eeki_label.render.common import (
-    CLASS_COLOURS, CLASSES, flatten, human_energy, label_document, label_id_of, labels_of, mj, one_line,
+    CLASS_COLOURS, CLASSES, flatten, human_energy, label_document, label_id_of, labels_of, mj, one_line, task_text,
     per_1000_text, qr_payload, recycling_text, section, sig, signature_of, tolerance_text, transfer_inputs,
     transfer_text, wh_per_1000,
 )
@@ -133,7 +133,7 @@ def report_context(doc) -> dict:
         "notes": sorted({n for lab in labels for n in lab.label.notes}),
         "document_label_id": label_id_of(doc) if hasattr(doc, "labels") else views[0]["label_id"],
         "qr_payloads": [qr_payload(lab, signature) for lab in labels],
-        "version": __version__, "one_line": one_line, "sig": sig,
+        "version": __version__, "one_line": one_line, "sig": sig, "task_text": task_text,
         "data_json": script_json(json.dumps(data, ensure_ascii=False, sort_keys=True)),
         "label_json": script_json(dump_json(doc)),
         "document": label_document(doc),

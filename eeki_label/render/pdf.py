@@ -37,7 +37,7 @@ from reportlab.platypus import (
 from eeki_label import __version__
 from eeki_label.render.common import (
     CLASS_COLOURS, CLASSES, INDEX_DEFINITION, bands_text, human_count, human_energy, human_size, human_wh,
-    humanise_bytes_in, label_document, label_id_of, labels_of, one_line, per_1000_text, qr_payload,
+    humanise_bytes_in, label_document, label_id_of, labels_of, mj, one_line, per_1000_text, qr_payload,
     quality_text, recycling_text, sig, signature_of, task_text, tolerance_text, transfer_text, yes_no,
 )
 

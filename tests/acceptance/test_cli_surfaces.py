@@ -189,8 +189,8 @@ def test_assess_help_groups_options_and_lists_valid_ids(capsys, monkeypatch):
 
 def test_summary_explains_the_grade_in_wrapped_lines(too_big_for_mcu, tmp_path, capsys):
     code, out, err = run(["assess", too_big_for_mcu, "--runs", "0", "--no-transfer", "-d", "microcontroller",
-                          "-d", "edge-gpu-batch1", "--out", tmp_path / "o", "--sign-key", _key(tmp_path, capsys)],
-                         capsys)
+                          "-d", "edge-gpu-batch1", "--task", "image-classification", "--out", tmp_path / "o",
+                          "--sign-key", _key(tmp_path, capsys)], capsys)
     assert code == 0, err
     text = "\n".join(line for line in out.splitlines() if str(tmp_path) not in line)  # but the written paths
     assert max(len(line) for line in text.splitlines()) <= 120  # a not-graded row wraps, it does not widen
@@ -199,7 +199,7 @@ def test_summary_explains_the_grade_in_wrapped_lines(too_big_for_mcu, tmp_path, 
     flat = " ".join(out.split())
     assert "index = the model's energy per inference / the reference's" in flat
     assert "Classes: A up to 0.7" in flat and "G above 16" in flat  # rules 1.0.0/2.0.0 bands
-    assert "task image-classification, not declared" in flat
+    assert "task image-classification, declared (--task)" in flat
     assert "not graded microcontroller: does not fit" in flat and " MB " in flat  # bytes humanised
     assert re.search(r"\d (µJ|mJ|J) ", flat) and re.search(r"\d (mWh|Wh|kWh) ", flat)
     assert "qualify on this device class" in flat or "qualifies on this device class" in flat

@@ -9,7 +9,7 @@ import sys
 import jsonschema
 import pytest
 
-from support import ROOT, save, tiny_cnn
+from support import ROOT, classifier, save
 from eeki_label.cli import main
 from eeki_label.energy import meters
 from eeki_label.energy.host import HostOptions
@@ -41,7 +41,7 @@ def no_meter(tmp_path, monkeypatch):
 
 @pytest.fixture
 def model(tmp_path):
-    return save(tiny_cnn(batch=1), tmp_path / "tiny.onnx")
+    return save(classifier(1000, (224, 224)), tmp_path / "tiny.onnx")
 
 
 def schema(name):
@@ -140,7 +140,7 @@ def test_auditor_workflow_with_a_replayed_trace(model, tmp_path, capsys):
 def test_record_of_another_model_is_refused(model, tmp_path, capsys):
     rec = tmp_path / "rec.json"
     assert run(["measure", model, "--meter", "trace", "-o", rec] + SMALL, capsys)[0] == 0
-    other = save(tiny_cnn(batch=1, seed=5), tmp_path / "other.onnx")
+    other = save(classifier(1000, (224, 224), seed=5), tmp_path / "other.onnx")
     code, _, err = run(["assess", other, "--measurements", rec, "--runs", "0", "-q"], capsys)
     assert code == 51 and "not of this model" in err and err.count("\n") == 1
     code, _, err = run(["assess", model, "--measurements", rec, "--runs", "0", "-q"], capsys)
@@ -187,7 +187,7 @@ def test_estimated_class_is_identical_on_repeat(cls_model, capsys):
 def record_near_boundary(tmp_path, spread):
     """A record whose index is 0.69 (class A ends at 0.7) with a 95 % interval of about +-``spread``:
     4 scenario runs of 10 inferences, 1 s each, baseline exactly 10 W; power constant within runs."""
-    loaded = load_model(save(tiny_cnn(batch=1), tmp_path / "tiny.onnx"))
+    loaded = load_model(save(classifier(1000, (224, 224)), tmp_path / "tiny.onnx"))
     shapes = resolve_input_shapes(loaded.proto, {})
     ctx = load_context()
     from eeki_label.energy.estimate import estimate_inference

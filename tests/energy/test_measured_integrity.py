@@ -112,9 +112,9 @@ def test_record_replay_gives_the_same_energies(tmp_path):
 
 @pytest.fixture
 def model(tmp_path):
-    from support import save, tiny_cnn
+    from support import classifier, save
 
-    return save(tiny_cnn(batch=1), tmp_path / "tiny.onnx")
+    return save(classifier(1000, (224, 224)), tmp_path / "tiny.onnx")
 
 
 def run(args, capsys):

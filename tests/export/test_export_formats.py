@@ -280,9 +280,9 @@ def test_assess_export_option_errors(tmp_path):
 def test_exports_of_a_label_with_transfer_figures_and_of_an_embedded_label(tmp_path):
     """The NNC section becomes a CycloneDX ``deployment`` entry with its CO2; a model carrying its label
     (``assess --embed``) exports like the label file."""
-    from support import save, tiny_cnn
+    from support import save, classifier
 
-    model = save(tiny_cnn(batch=1), tmp_path / "tiny.onnx")
+    model = save(classifier(1000, (224, 224)), tmp_path / "tiny.onnx")
     label, embedded = tmp_path / "label.json", tmp_path / "tiny.labelled.onnx"
     assert run(["assess", model, "--runs", "0", "-d", "edge-gpu-batch1", "--task", "image-classification",
                 "--json", label, "--embed", embedded, "-q"]) == 0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from support import save, tiny_cnn
+from support import save, classifier
 from eeki_label.errors import UsageError
 from eeki_label.verify import read_label_file, verify
 
@@ -30,7 +30,7 @@ def store(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return save(tiny_cnn(batch=1), tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+    return save(classifier(1000, (224, 224)), tmp_path_factory.mktemp("tiny") / "tiny.onnx")
 
 
 def test_assess_mlflow_logs_into_the_run_mlflow_run_id_names(store, tiny_model, key, monkeypatch, tmp_path):

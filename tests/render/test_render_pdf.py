@@ -158,6 +158,7 @@ def long_named_set(tmp_path_factory):
     out = d / "set.pdf"
     assert run(["assess", model, "--input-shape", "x=1x3x48x192", "--runs", "0", "--no-transfer",
                 "-d", "edge-gpu-batch1", "-d", "microcontroller", "--issued-at", ISSUED_AT, "-q",
+                "--task", "image-classification",
                 "--issuer", "Independent Test Laboratory for Energy Efficient Artificial Intelligence Systems GmbH, "
                             "Department of Certification", "--pdf", out]) == 0
     return pages_text(out.read_bytes())
@@ -174,7 +175,7 @@ def test_a_label_set_pdf_speaks_plain_words_with_task_and_reference_quality(long
     assert len([p for p in long_named_set if "ENERGY LABEL FOR AI MODELS" in p]) == 2  # one label page per class
     for page1 in long_named_set[:2]:
         flat = " ".join(page1.split())
-        assert "TASK image-classification, not declared" in flat and "reference quality" in flat
+        assert "TASK image-classification, declared (--task)" in flat and "reference quality" in flat
         assert re.search(r"\d (µJ|mJ|J|mWh|Wh|kWh)\b", flat)
     details = " ".join(" ".join(long_named_set[2:]).split())
     assert "Classes by index: A up to 0.7" in details and "index = the model's energy per inference" in details
@@ -192,7 +193,7 @@ def test_a_not_graded_class_says_why_in_full(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])], initializer=[w])
     model = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "big.onnx")
     assert run(["assess", model, "--runs", "0", "--no-transfer", "-d", "microcontroller", "-q",
-                "--pdf", tmp_path / "n.pdf"]) == 0
+                "--task", "image-classification", "--pdf", tmp_path / "n.pdf"]) == 0
     pages = pages_text((tmp_path / "n.pdf").read_bytes())
     flat = " ".join(pages[0].split())
     assert "NOT GRADED" in flat and "Why: does not fit: weights need 4.19 MB at int8, the device has" in flat
