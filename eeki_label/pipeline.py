@@ -222,8 +222,10 @@ def _run_assessment(path, options: AssessOptions, progress: Progress | None, scr
         base if base is not None and options.recycling.update_codec == "auto" else None)
     shared_delta = (options.transfer.enabled and base is not None and delta_ref is not None
                     and delta_ref.sha256 == base.sha256 and options.recycling.update_codec == "auto")
+    # the structural match (no --base) looks among the references of the model's own task when it has some
+    candidates = [m for m in ctx.catalogue.models if m.task == task.id] if task.id in ctx.catalogue.tasks else []
     recycled = assess_recycling(
-        loaded, shapes, work_of(static), base, ctx.rules.raw, ctx.catalogue.models, training_devices,
+        loaded, shapes, work_of(static), base, ctx.rules.raw, candidates or ctx.catalogue.models, training_devices,
         replace(options.recycling, update_codec="deferred") if shared_delta else options.recycling,
         activation_peak_elements=static.activation_peak_elements, subgraph_runs=dict(static.subgraph_runs), typed=typed,
     )

@@ -60,7 +60,7 @@ def summary(labels) -> str:
     head = [
         _para("model", f"{m.file_name} (sha256 {m.sha256[:16]}…): {m.parameters:,} parameters, "
                        f"{human_size(m.weight_bytes)} of weights, {human_count(m.macs)} multiply-accumulates "
-                       "per inference"),
+                       f"per {first.inference.unit or 'inference'}"),
         _para("task", task_text(first)),
         _para("rules", f"{first.rules.id} {first.rules.version}, catalogue {first.catalogue.id} "
                        f"{first.catalogue.version}"),
