@@ -7,7 +7,7 @@ figures this tool's own static profiler measured on exported architectures
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eeki_label.errors import CatalogueError
 from eeki_label.resources import load_versioned, versions
@@ -103,11 +103,11 @@ class Catalogue:
     file_name: str
     tasks: dict[str, Task]
     models: tuple[ReferenceModel, ...]
-    known_tasks: dict[str, Task] = None  # type: ignore[assignment]
+    known_tasks: dict[str, Task] = field(default_factory=dict)
     """Tasks the tool recognises but has no references for (graded never; named in the reason)."""
 
     def find(self, task_id: str) -> "Task | None":
-        return self.tasks.get(task_id) or (self.known_tasks or {}).get(task_id)
+        return self.tasks.get(task_id) or self.known_tasks.get(task_id)
 
     def task(self, task_id: str) -> Task:
         if task_id not in self.tasks:

@@ -37,8 +37,8 @@ def _plain_help(params) -> None:
             param.metavar = longest.upper().replace("-", "_")
 
 
-class _Command(typer.core.TyperCommand):
-    """A command whose help shows plain metavars and ``MODEL`` (not ``{MODEL}``) in the usage line."""
+class _PlainHelp:
+    """Plain metavars in help, the help option's included (a mixin for typer's command and group)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -49,21 +49,17 @@ class _Command(typer.core.TyperCommand):
         if option is not None:
             _plain_help([option])
         return option
+
+
+class _Command(_PlainHelp, typer.core.TyperCommand):
+    """A command whose help shows plain metavars and ``MODEL`` (not ``{MODEL}``) in the usage line."""
 
     def collect_usage_pieces(self, ctx) -> list:
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
 
 
-class _Group(typer.core.TyperGroup):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _plain_help(self.params)
-
-    def get_help_option(self, ctx):
-        option = super().get_help_option(ctx)
-        if option is not None:
-            _plain_help([option])
-        return option
+class _Group(_PlainHelp, typer.core.TyperGroup):
+    pass
 
 
 app = typer.Typer(

@@ -345,7 +345,7 @@ def resolve_task(catalogue, model: ModelProto, declared: str | None, rules_defau
             return TaskResolution(declared, True, None, None,
                                   f"task {declared!r} is not in catalogue {catalogue.version} (it has: {listed})")
         return TaskResolution(declared, True, None, t, _not_gradable(t, catalogue.version))
-    d = detect_task(model, catalogue.tasks, catalogue.known_tasks or {})
+    d = detect_task(model, catalogue.tasks, catalogue.known_tasks)
     if d.task_id is None:
         return TaskResolution(None, False, None, None, d.reason)
     t = catalogue.find(d.task_id)

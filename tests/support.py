@@ -88,3 +88,25 @@ def classifier(classes: int, hw: "tuple | None" = None, seed: int = 0) -> onnx.M
              helper.make_node("MatMul", ["f", "fc"], ["y"])]
     return helper.make_model(helper.make_graph(nodes, "cls", [x], [y], inits),
                              opset_imports=[helper.make_opsetid("", 17)])
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def headless_chromium(tmp_path_factory, window: str):
+    """Debian's headless Chromium driven by selenium (window ``"W,H"``); fails, never skips, when missing."""
+    import shutil
+
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail("headless Chromium is missing: apt-get install -y chromium chromium-driver (see .ci/run)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--window-size={window}",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)

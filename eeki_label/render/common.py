@@ -224,7 +224,13 @@ def tolerance_text(label) -> str:
     lower, upper = class_bounds(label)
     up = f"+{sig((upper / idx - 1) * 100, 3)} % to the next class ({upper:g})" if upper else "no worse class"
     down = f"-{sig((1 - lower / idx) * 100, 3)} % to the better class ({lower:g})" if lower else "no better class"
-    return f"index {sig(idx, 3)} in class {label.label.class_}: {up}; {down}"
+    text = f"index {sig(idx, 3)} in class {label.label.class_}: {up}; {down}"
+    ci = label.label.index_ci95
+    if ci is not None:
+        how = "the class's held-out error" if label.inference.method == "estimated" else "the measurement"
+        spans = f", classes {'-'.join(label.label.classes_in_interval)}" if label.label.boundary_uncertain else ""
+        text += f" (95 % interval of the index {sig(ci[0], 3)} to {sig(ci[1], 3)}, from {how}{spans})"
+    return text
 
 
 def transfer_inputs(label) -> "dict | None":

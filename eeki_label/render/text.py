@@ -52,7 +52,7 @@ def summary(labels) -> str:
     why a class is not graded. Raw values stay in the JSON."""
     from eeki_label.render.common import (
         INDEX_DEFINITION, bands_text, human_count, human_energy, human_size, humanise_bytes_in, per_1000_text,
-        reference_text, task_text,
+        reference_text, task_text, tolerance_text,
     )
 
     first = labels.labels[0]
@@ -81,6 +81,8 @@ def summary(labels) -> str:
     for lab in labels.labels:
         why.setdefault(reference_text(lab), []).append(lab.device_class.id)
     refs = [_para("reference", f"{text} [{', '.join(ids)}]") for text, ids in why.items()]
+    refs += [_para("margin", f"{lab.device_class.id}: {tolerance_text(lab)}") for lab in labels.labels
+             if lab.label.index_ci95 is not None]
     reasons: dict[str, list[str]] = {}
     for lab in labels.labels:
         if not lab.label.gradable:
@@ -286,7 +288,7 @@ def catalogue_table(cat) -> str:
                       t.dataset, f"{n}" if t.status == "graded" else f"{t.status}: {n}"])
     tasks = _table(["task", "unit of work", "metric", "dataset", "references"], trows)
     known = "".join(f"\nknown, not graded: {t.id} ({t.name}): {t.why_not_catalogued}"
-                    for t in (cat.known_tasks or {}).values())
+                    for t in cat.known_tasks.values())
     return head + tasks + known + "\n\n" + _table(["model", "task", "quality", "input", "parameters", "GMAC"], rows)
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 
 import pytest
 
+from support import headless_chromium
 from eeki_label.export import export_text
 from eeki_label.export.common import source_of
 from eeki_label.models import LabelSet
@@ -19,24 +19,11 @@ from eeki_label.verify import read_label_file
 
 from export_support import signed_set, key  # noqa: F401  (fixtures)
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail("headless Chromium is missing: apt-get install -y chromium chromium-driver (see .ci/run)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=520,400",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver = headless_chromium(tmp_path_factory, "520,400")
     yield driver
     driver.quit()
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from importlib import resources
 
 import pytest
 
+from support import headless_chromium
 from eeki_label.models import Label
 from eeki_label.render import html as html_mod
 from eeki_label.render.html import energy_parameters, render_html
@@ -18,7 +18,6 @@ from render_support import (  # noqa: F401  (fixtures)
     ISSUED_AT, example_outputs, markup_model, run,
 )
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 def script_blocks(page: str) -> dict:
@@ -51,19 +50,7 @@ def test_embedded_label_json_is_the_label_and_cannot_close_the_script(markup_mod
 
 
 def _driver(tmp_path_factory):
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail("headless Chromium is missing: apt-get install -y chromium chromium-driver (see .ci/run)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1100,2600",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    return headless_chromium(tmp_path_factory, "1100,2600")
 
 
 @pytest.fixture(scope="module")
