@@ -956,6 +956,55 @@ def calibrate(
     typer.echo(f"use it: eeki-label assess MODEL --device-data {out} -d {class_id}")
 
 
+@app.command("batch", cls=_Command,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_guarded
+def batch_cmd(
+    ctx: typer.Context,
+    input_path: Path = typer.Argument(..., metavar="INPUT", show_default=False,
+                                      help="A folder (every *.onnx below it) or a manifest (.csv or .jsonl)."),
+    out: Path = typer.Option(..., "--out", "--out-dir", metavar="DIR", show_default=False,
+                             help="Output folder: labels/, results.csv, results.jsonl, leaderboard.html."),
+    engine: str = typer.Option("local", metavar="local|ray", help="Run on a local process pool or a Ray cluster."),
+    workers: Optional[int] = typer.Option(
+        None, min=1, metavar="N", help="Models assessed at once (default: local: the CPUs; ray: as the cluster schedules)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR",
+                                              help="Ray cluster address (default: start a local Ray for the batch)."),
+    cpus_per_model: Optional[int] = typer.Option(
+        None, "--cpus-per-model", min=1, metavar="N",
+        help="CPUs per model (its onnxruntime threads; Ray: the task's num_cpus). Default: local CPUs / workers; ray 1."),
+    model_timeout: Optional[float] = typer.Option(
+        None, "--model-timeout", min=1.0, metavar="SECONDS",
+        help="Kill a model's assessment after SECONDS (recorded as failed, exit code 31)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Assess models that failed in an earlier run again."),
+    leaderboard: bool = typer.Option(True, "--leaderboard/--no-leaderboard", help="Write leaderboard.html."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary (errors are still printed)."),
+) -> None:
+    """Assess every model of a folder or manifest, each in its own process (failures are recorded and never stop
+    the batch); resumable. Options after INPUT that batch does not know are assess options for every model
+    (e.g. --runs 0 -d edge-gpu-batch1 --issued-at ...); put them after '--' to be explicit."""
+    from eeki_label.batch.runner import BatchFailed, BatchOptions, run_batch
+    from eeki_label.cli_progress import BatchProgress
+
+    progress = BatchProgress(enabled=not quiet)
+    options = BatchOptions(input=input_path, out=out, assess_args=tuple(ctx.args), engine=engine, workers=workers,
+                           ray_address=ray_address, cpus_per_model=cpus_per_model, model_timeout_s=model_timeout,
+                           retry_failed=retry_failed, leaderboard=leaderboard)
+    try:
+        result = run_batch(options, progress)
+    finally:
+        progress.close()
+    if not quiet:
+        typer.echo(f"{result.total} models in {result.seconds:.1f} s on {result.engine} ({result.workers or 'cluster'} "
+                   f"workers): {result.ok} assessed, {result.skipped} reused, {result.failed} failed; {result.rows} rows")
+        typer.echo(f"wrote {out}/: labels/, {', '.join(result.files)}")
+    if result.failed:
+        raise BatchFailed(f"{result.failed} of {result.total} models failed (status 'failed' in {out}/results.csv)")
+    if result.gate_failed:
+        raise GateFailed(f"{result.gate_failed} of {result.total} models failed --fail-below (exit_code 3 in "
+                         f"{out}/results.csv)")
+
+
 @app.command(cls=_Command, name="catalogue")
 @_guarded
 def catalogue_cmd(

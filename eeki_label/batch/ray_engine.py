@@ -1,0 +1,94 @@
+"""The Ray engine (optional extra ``eeki-label[ray]``): one Ray task per model.
+
+* **Isolation**: every task runs in a fresh Ray worker process (``max_calls=1``: the worker exits
+  after one task), which runs ``assess`` as a child process exactly as the local engine does
+  (eeki_label/batch/worker.py): same limits, same exit codes, same label bytes.
+* **Resources**: each task declares ``num_cpus`` (``--cpus-per-model``, default 1; the child's
+  onnxruntime threads are set to match) and, for runs measured with NVML, one GPU. Estimation and
+  NNC coding fan out over the cluster freely.
+* **Measuring runs** (``-d host``) additionally hold the node's exclusive meter lock for their whole
+  duration (a file lock taken inside the task): RAPL and NVML see the whole package or GPU, so two
+  measurements never overlap on one node, whatever else Ray schedules there.
+* **Cancel**: Ctrl-C or SIGTERM of the driver cancels every task with ``force=True``; the killed
+  worker's ``assess`` child and its sandbox die with it (``PR_SET_PDEATHSIG`` and the child's own
+  process group).
+* **Data**: the model path and file-valued options are absolute paths that every node must read
+  (a shared file system); labels come back to the driver through the object store, and only the
+  driver writes the output folder. Every node needs the same eeki-label installed.
+
+``--ray-address`` names the cluster (``ray://HOST:10001`` for Ray Client, ``HOST:6379`` or ``auto``
+on a cluster node); without it a local Ray instance is started for the batch and stopped after it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from eeki_label.batch import worker
+from eeki_label.errors import EekiError
+
+#: How long the driver waits for results before checking for Ctrl-C again (s).
+POLL_S = 0.5
+
+
+class RayUnavailable(EekiError):
+    """``--engine ray`` without Ray installed, or a cluster that cannot be reached."""
+
+    exit_code = 2
+    label = "usage"
+
+
+def _task(spec: worker.Spec) -> worker.Outcome:
+    return worker.run(spec)
+
+
+def run(specs: list, gpus: dict, address: "str | None", cpus_per_model: "float | None", in_flight: int,
+        done: Callable) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("--engine ray needs Ray: pip install 'eeki-label[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                     configure_logging=True)
+        except Exception as e:  # ConnectionError and Ray's own errors for an unreachable or refused address
+            msg = " ".join(str(e).split())[:300]
+            raise RayUnavailable(f"cannot connect to the Ray cluster {address or '(local)'}: {msg}") from None
+    remote = ray.remote(max_calls=1)(_task)
+    cpus = float(cpus_per_model or 1)
+    queue = list(specs)
+    refs: dict = {}
+
+    def submit() -> None:
+        while queue and (not in_flight or len(refs) < in_flight):
+            spec = queue.pop(0)
+            ref = remote.options(num_cpus=cpus, num_gpus=gpus.get(spec.key, 0.0),
+                                 name=f"eeki-label assess {spec.key}").remote(spec)
+            refs[ref] = spec
+
+    try:
+        submit()
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                spec = refs.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as e:  # the task's worker died (killed, node lost, out of memory)
+                    msg = " ".join(str(e).split())[:300]
+                    outcome = worker.Outcome(spec.key, worker.CRASH_EXIT, f"the Ray task failed: {msg}",
+                                             None, 0.0)
+                done(outcome)
+            submit()
+    except BaseException:
+        for ref in refs:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:
+                pass
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
