@@ -276,6 +276,15 @@ def test_clicking_a_header_sorts_the_rows(loaded, rows):
     quality.click()  # descending; still last
     assert _paths(loaded, EDGE) == [r["path"] for r in sorted(with_q, key=lambda r: -r["quality"])] + ["zoo/no_quality.onnx"]
 
+    nnc = _header(loaded, EDGE, "after NNC")  # numbers, not text: 12 MB after 2 MB
+    nnc.click()
+    assert _paths(loaded, EDGE) == [r["path"] for r in sorted(edge, key=lambda r: r["transfer_bytes"])]
+    index = _header(loaded, EDGE, "index")
+    index.click()  # ascending again (40 after 5), then descending
+    assert _paths(loaded, EDGE) == by_index
+    index.click()
+    assert _paths(loaded, EDGE) == by_index[::-1]
+
     _header(loaded, EDGE, "model").click()
     assert _paths(loaded, EDGE) == sorted(r["path"] for r in edge)
     assert _paths(loaded, SBC) == by_index  # the other section is left alone
