@@ -248,13 +248,14 @@ def _nice_step(span: float, count: int = 8) -> float:
     return 10 * mag
 
 
-def _y_axis(values: Sequence[float]) -> "tuple[Axis, list[tuple[float, str]]]":
+def _y_axis(values: Sequence[float], higher_is_better: bool = True) -> "tuple[Axis, list[tuple[float, str]]]":
+    """Quality, better up: a lower-is-better metric (a word error rate) runs downwards."""
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 1, hi + 1
     pad = (hi - lo) * 0.08
     lo, hi = lo - pad, hi + pad
-    axis = Axis(lo, hi, PLOT_H - PAD_B, PAD_T, False)
+    axis = Axis(lo, hi, PLOT_H - PAD_B, PAD_T, False) if higher_is_better else Axis(lo, hi, PAD_T, PLOT_H - PAD_B, False)
     step = _nice_step(hi - lo)
     ticks, v = [], math.ceil(lo / step) * step
     while v <= hi + 1e-12:
@@ -331,7 +332,7 @@ def _scatter(models: list[dict], refs: list[dict], higher_is_better: bool) -> di
     xs = [m["energy_j"] for m in plotted] + [number(r["energy_j"]) for r in rpts]
     ys = [m["quality"] for m in plotted] + [number(r["quality"]) for r in rpts]
     xa, xticks = _x_axis(xs)
-    ya, yticks = _y_axis(ys)
+    ya, yticks = _y_axis(ys, higher_is_better)
     front = pareto_front([(m["energy_j"], m["quality"]) for m in plotted], higher_is_better=higher_is_better)
     for i in front:
         plotted[i]["pareto"] = True

@@ -311,3 +311,18 @@ def test_scatter_marks_models_front_and_references(loaded, refs, tmp_path):
     shot = tmp_path / "leaderboard.png"
     loaded.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_front_of_a_lower_is_better_metric():
+    """Word error rate: the front keeps the models no other beats on energy and a lower WER."""
+    dc, task = "datacenter-gpu-batch1", "speech-recognition"
+    rows = [row("asr/small.onnx", dc, task=task, cls="C", index=2.1, energy_j=0.5, quality=4.1),
+            row("asr/big.onnx", dc, task=task, cls="F", index=9.0, energy_j=2.0, quality=2.5),
+            row("asr/worse.onnx", dc, task=task, cls="D", index=4.0, energy_j=1.0, quality=4.5)]
+    refs = reference_points(rows)
+    assert refs and all(p["higher_is_better"] is False and p["unavailable"] is None for p in refs)
+    page = render_leaderboard(rows, refs, title="t", generated_at="g")
+    paths = dict(re.findall(r'<tr data-n="(\d+)" data-path="([^"]+)"', page))
+    front = {paths[n] for n in re.findall(r'<circle class="model-mark front" data-n="(\d+)"', page)}
+    assert front == {"asr/small.onnx", "asr/big.onnx"}
+    assert "lower is better, axis reversed" in page
