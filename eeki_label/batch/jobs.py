@@ -18,7 +18,8 @@ runs (exit code 2), naming the row.
 Every job carries its full ``assess`` argument list (file-valued options made absolute, so that a Ray
 worker in another directory reads the same files) and an **options hash**: the sha256 of the parsed
 options with file-valued options replaced by their file name and content sha256, the tool version
-and the resolved data versions. A job is skipped on resume when a label for the same model sha256 and
+and the resolved data versions (``--threads`` excepted: resuming with other ``--workers`` reuses the
+labels). A job is skipped on resume when a label for the same model sha256 and
 options hash exists.
 """
 
@@ -43,6 +44,9 @@ OWNED_OPTIONS = ("out", "json_out", "pdf", "html", "embed", "quiet", "export", "
 #: ``assess`` options whose value is a file: made absolute for the child, hashed by content.
 FILE_OPTIONS = ("accuracy_evidence", "inputs", "sign_key", "base", "measurements", "trace", "reference_record",
                 "previous", "calibration_data", "device_data")
+#: Options left out of the options hash: how many CPU threads run the model is an execution resource
+#: (the batch sets it from --workers), not a property of the label; the label records it.
+NOT_HASHED = ("threads",)
 #: Manifest columns.
 COLUMNS = ("path", "task", "accuracy", "input_shape", "base", "options")
 #: Largest manifest accepted (bytes): a manifest is a list of paths, not data.
@@ -161,6 +165,8 @@ def options_hash(params: dict, pinned: dict) -> str:
 
     canon = {}
     for k, v in sorted(params.items()):
+        if k in NOT_HASHED:
+            continue
         if k in FILE_OPTIONS and v not in (None, (), []) and not (k == "device_data" and not str(v).lower().endswith(".json")):
             v = [_file_id(Path(x)) for x in v] if isinstance(v, (list, tuple)) else _file_id(Path(v))
         elif isinstance(v, (list, tuple)):

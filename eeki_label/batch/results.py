@@ -40,14 +40,17 @@ def _get(d, *keys):
 
 
 def _energy(label: dict) -> "tuple[float | None, str]":
+    """The energy the label is graded on and its unit of work; for a label without a grade, the energy
+    of the assessed inference (or query)."""
+    task_unit = _get(label, "task", "unit")
     graded = _get(label, "label", "graded_energy_j")
-    unit = _get(label, "task", "unit") or _get(label, "inference", "unit") or "inference"
     if graded is not None:
-        return graded, unit
+        return graded, task_unit or "inference"
     per_query = _get(label, "inference", "energy_per_query_j")
     if per_query is not None:
         return per_query, "query"
-    return _get(label, "inference", "energy_j"), _get(label, "inference", "unit") or "inference"
+    unit = task_unit if _get(label, "label", "class") is not None and task_unit else None
+    return _get(label, "inference", "energy_j"), unit or _get(label, "inference", "unit") or "inference"
 
 
 def model_rows(record: dict, doc) -> list[dict]:

@@ -86,7 +86,9 @@ def test_zoo_of_20_completes_with_failures_listed(zoo_run):
     assert "20 models in" in p.stdout and "12 assessed, 0 reused, 8 failed; 32 rows" in p.stdout
     # non-TTY progress: one line per model with counts and an ETA
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("eeki-label: [")]
-    assert len(lines) == 20 and lines[-1].startswith("eeki-label: [20/20]") and "left 0" in lines[-1]
+    # (three hostile paths are refused before anything runs: counted on the first line)
+    assert "20 models: 0 reused from an earlier run, 3 failed earlier or refused, 17 to assess" in p.stderr
+    assert len(lines) == 17 and lines[-1].startswith("eeki-label: [20/20]") and "left 0" in lines[-1]
     assert all("ETA" in ln for ln in lines)
     meta = json.loads((out / "batch.json").read_text())
     assert meta["models"] == 20 and meta["failed"] == 8 and meta["data_versions"]["catalogue"]
