@@ -255,7 +255,8 @@ def _y_axis(values: Sequence[float], higher_is_better: bool = True) -> "tuple[Ax
         lo, hi = lo - 1, hi + 1
     pad = (hi - lo) * 0.08
     lo, hi = lo - pad, hi + pad
-    axis = Axis(lo, hi, PLOT_H - PAD_B, PAD_T, False) if higher_is_better else Axis(lo, hi, PAD_T, PLOT_H - PAD_B, False)
+    bottom, top = PLOT_H - PAD_B, PAD_T
+    axis = Axis(lo, hi, bottom, top, False) if higher_is_better else Axis(lo, hi, top, bottom, False)
     step = _nice_step(hi - lo)
     ticks, v = [], math.ceil(lo / step) * step
     while v <= hi + 1e-12:
@@ -313,7 +314,7 @@ def _model_view(r: Mapping, n: int) -> dict:
     return {
         "n": n, "path": text(r.get("path"), 300), "short": text(_basename(text(r.get("path"))), 40),
         "sha256": text(r.get("sha256"), 64), "class": letter, "class_rank": CLASSES.index(letter) if letter else None,
-        "reason": text(r.get("reason"), 300), "index": index, "ci": (lo, hi) if lo is not None and hi is not None else None,
+        "reason": text(r.get("reason"), 300), "index": index,
         "index_text": sig(index, 3) if index is not None else "n/a",
         "ci_text": f"{sig(lo, 3)} to {sig(hi, 3)}" if lo is not None and hi is not None else "",
         "energy_j": energy, "energy_text": human_energy(energy) if energy is not None else "n/a", "unit": unit,
