@@ -161,6 +161,7 @@ def reference_points(rows: Iterable[Mapping], *, device_data: "str | None" = Non
     with ``model_id`` None and ``unavailable`` saying why stands for them, so the page can say so.
     ``device_data``: the ``--device-data`` the batch ran with, used when the rows name a version that
     is not shipped (an own file from ``eeki-label calibrate``)."""
+    from eeki_label.energy.host import HOST_CLASS_ID
     from eeki_label.errors import EekiError
     from eeki_label.pipeline import reference_energy
 
@@ -175,6 +176,15 @@ def reference_points(rows: Iterable[Mapping], *, device_data: "str | None" = Non
             tdef = ctx.catalogue.find(task)
             hib = tdef.higher_is_better if tdef is not None else True
             metric = tdef.metric if tdef is not None else ""
+            if dc == HOST_CLASS_ID:
+                points.append(_unavailable(task, dc, "the host class is measured on the assessing machine; its "
+                                                     "references are not estimated (each label names the reference it "
+                                                     "was graded against)", hib, metric))
+                continue
+            if tdef is not None and task not in ctx.catalogue.tasks:
+                points.append(_unavailable(task, dc, f"catalogue {ctx.catalogue.version} lists task {task} without "
+                                                     f"references yet", hib, metric))
+                continue
             try:
                 refs = ctx.catalogue.for_task(task)
                 device = ctx.devices.get(dc)
@@ -386,7 +396,7 @@ def _section(key: tuple, rows: list[Mapping], refs: list[dict], n0: int) -> dict
         "refs_unfit": [text(r.get("name") or r.get("model_id"), 60) for r in priced
                        if number(r.get("energy_j")) is None],
         "no_quality": [m for m in models if m["quality"] is None],
-        "no_energy": [m for m in models if m["energy_j"] is None and m["quality"] is not None],
+        "no_energy": [m for m in models if (m["energy_j"] is None or m["energy_j"] <= 0) and m["quality"] is not None],
         "not_graded": [m for m in models if not m["class"]],
     }
 

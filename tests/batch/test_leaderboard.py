@@ -117,12 +117,16 @@ def test_reference_points_say_why_they_are_missing(tmp_path):
     rows = [row("a.onnx", EDGE, device_data_version="own-calibration-1"),
             row("b.onnx", EDGE, task="keyword-spotting", catalogue_version="1.0.0", device_data_version="1.0.0"),
             row("c.onnx", "no-such-class"),
-            row("d.onnx", EDGE, status="failed")]
+            row("d.onnx", EDGE, status="failed"),
+            row("e.onnx", EDGE, task="text-detection"),
+            row("f.onnx", "host", method="measured")]
     points = reference_points(rows)
     missing = {p["task"] + "@" + p["device_class"]: p["unavailable"] for p in points if p["model_id"] is None}
     assert "own-calibration-1" in missing[f"{TASK}@{EDGE}"]
     assert "no-such-class" in missing[f"{TASK}@no-such-class"]
     assert "keyword-spotting" in missing[f"keyword-spotting@{EDGE}"]
+    assert "measured on the assessing machine" in missing[f"{TASK}@host"]
+    assert "without references" in missing[f"text-detection@{EDGE}"]  # a task the catalogue knows, pending
     assert not [p for p in points if p["model_id"] is not None]  # d.onnx failed: no section, no points
 
     # the batch's own device-data file prices them when its version is the rows' version
