@@ -275,25 +275,29 @@ def _y_axis(values: Sequence[float], higher_is_better: bool = True) -> "tuple[Ax
     return axis, ticks
 
 
-def _place_labels(items: list[dict], taken: list[tuple[float, float, float, float]]) -> None:
-    """Put each item's ``label`` next to its marker at the first spot that overlaps no earlier label
-    (right, left, above, below, then further out); sets ``lx``, ``ly``, ``anchor``."""
+def _overlaps(box, boxes) -> bool:
+    return any(not (box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3]) for b in boxes)
+
+
+def _place_labels(items: list[dict], hard: list, soft: list) -> None:
+    """Put each item's ``label`` next to its marker (right, left, then above and below, further out):
+    at the first spot clear of ``hard`` (placed labels, labelled markers) and ``soft`` obstacles
+    (other markers, the front's line), else the first clear of ``hard``, else right of the marker.
+    Sets ``lx``, ``ly``, ``anchor`` and ``leader`` (a line back to the marker when moved off its row);
+    each placed label becomes a hard obstacle."""
     x0, x1, y0, y1 = PAD_L + 2, PLOT_W - PAD_R - 2, PAD_T + 2, PLOT_H - PAD_B - 2
     for it in items:
         w = CHAR_W * len(it["label"]) + 2
-        options = []
+        spots = []
         for dy in (0, -11, 11, -22, 22, -33, 33):
-            options += [(it["x"] + 8, it["y"] + 4 + dy, "start", dy), (it["x"] - 8, it["y"] + 4 + dy, "end", dy)]
-        chosen = None
-        for lx, ly, anchor, dy in options:
-            left = lx if anchor == "start" else lx - w
-            box = (left, ly - LABEL_H + 2, left + w, ly + 2)
-            if box[0] < x0 or box[2] > x1 or box[1] < y0 or box[3] > y1:
-                continue
-            if any(not (box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3]) for b in taken):
-                continue
-            chosen = (lx, ly, anchor, box, dy != 0)
-            break
+            for lx, anchor in ((it["x"] + 8, "start"), (it["x"] - 8, "end")):
+                ly = it["y"] + 4 + dy
+                left = lx if anchor == "start" else lx - w
+                box = (left, ly - LABEL_H + 2, left + w, ly + 2)
+                if box[0] >= x0 and box[2] <= x1 and box[1] >= y0 and box[3] <= y1:
+                    spots.append((lx, ly, anchor, box, dy != 0))
+        chosen = next((sp for sp in spots if not _overlaps(sp[3], hard) and not _overlaps(sp[3], soft)), None) \
+            or next((sp for sp in spots if not _overlaps(sp[3], hard)), None)
         if chosen is None:  # no free spot: right of the marker, clamped into the plot
             anchor = "start" if it["x"] + 8 + w <= x1 else "end"
             lx = it["x"] + 8 if anchor == "start" else it["x"] - 8
@@ -301,10 +305,9 @@ def _place_labels(items: list[dict], taken: list[tuple[float, float, float, floa
             left = lx if anchor == "start" else lx - w
             chosen = (lx, ly, anchor, (left, ly - LABEL_H + 2, left + w, ly + 2), False)
         lx, ly, anchor, box, moved = chosen
-        # a label moved off its marker's line gets a leader line to it
         leader = (round(lx - 2 if anchor == "start" else lx + 2, 1), round(ly - 4, 1)) if moved else None
         it.update(lx=round(lx, 1), ly=round(ly, 1), anchor=anchor, leader=leader)
-        taken.append(box)
+        hard.append(box)
 
 
 def _basename(path: str) -> str:
@@ -358,22 +361,27 @@ def _scatter(models: list[dict], refs: list[dict], higher_is_better: bool) -> di
         step = f"M{pts[0]['x']},{pts[0]['y']}" + "".join(f" H{p['x']} V{p['y']}" for p in pts[1:])
         step += f" H{PLOT_W - PAD_R}"
     # labels: the front's members first (they matter most), then the references
-    taken = [(m["x"] - 6, m["y"] - 6, m["x"] + 6, m["y"] + 6) for m in marks + ref_marks]
-    if front:  # the step line's segments are obstacles too
+    def around(m, r=6):
+        return (m["x"] - r, m["y"] - r, m["x"] + r, m["y"] + r)
+
+    hard = [around(marks[i]) for i in front] + [around(m) for m in ref_marks]
+    soft = [around(m) for m in marks if not m["m"]["pareto"]]
+    if front:  # the step line's segments
         pts = [marks[i] for i in front]
         for a, b in zip(pts, pts[1:] + [{"x": PLOT_W - PAD_R, "y": pts[-1]["y"]}]):
-            taken.append((min(a["x"], b["x"]), a["y"] - 2, max(a["x"], b["x"]), a["y"] + 2))
-            taken.append((b["x"] - 2, min(a["y"], b["y"]), b["x"] + 2, max(a["y"], b["y"])))
+            soft.append((min(a["x"], b["x"]), a["y"] - 2, max(a["x"], b["x"]), a["y"] + 2))
+            soft.append((b["x"] - 2, min(a["y"], b["y"]), b["x"] + 2, max(a["y"], b["y"])))
     front_marks = sorted((marks[i] for i in front), key=lambda p: p["x"])
     for p in front_marks:
         p["label"] = p["m"]["short"]
-    _place_labels(front_marks, taken)
-    _place_labels(ref_marks, taken)
+    _place_labels(front_marks, hard, soft)
+    _place_labels(ref_marks, hard, soft)
     return {
         "w": PLOT_W, "h": PLOT_H, "left": PAD_L, "right": PLOT_W - PAD_R, "top": PAD_T, "bottom": PLOT_H - PAD_B,
         "xticks": [{"x": round(xa(v), 1), "text": t} for v, t in xticks],
         "yticks": [{"y": round(ya(v), 1), "text": t} for v, t in yticks],
         "marks": marks, "ref_marks": ref_marks, "step": step, "front_count": len(front),
+        "r": 5 if len(marks) <= 150 else 3.5,  # marker radius: smaller in a crowd
     }
 
 
