@@ -161,6 +161,7 @@ def reference_points(rows: Iterable[Mapping], *, device_data: "str | None" = Non
     with ``model_id`` None and ``unavailable`` saying why stands for them, so the page can say so.
     ``device_data``: the ``--device-data`` the batch ran with, used when the rows name a version that
     is not shipped (an own file from ``eeki-label calibrate``)."""
+    from eeki_label.energy.host import HOST_CLASS_ID
     from eeki_label.errors import EekiError
     from eeki_label.pipeline import reference_energy
 
@@ -175,6 +176,15 @@ def reference_points(rows: Iterable[Mapping], *, device_data: "str | None" = Non
             tdef = ctx.catalogue.find(task)
             hib = tdef.higher_is_better if tdef is not None else True
             metric = tdef.metric if tdef is not None else ""
+            if dc == HOST_CLASS_ID:
+                points.append(_unavailable(task, dc, "the host class is measured on the assessing machine; its "
+                                                     "references are not estimated (each label names the reference it "
+                                                     "was graded against)", hib, metric))
+                continue
+            if tdef is not None and task not in ctx.catalogue.tasks:
+                points.append(_unavailable(task, dc, f"catalogue {ctx.catalogue.version} lists task {task} without "
+                                                     f"references yet", hib, metric))
+                continue
             try:
                 refs = ctx.catalogue.for_task(task)
                 device = ctx.devices.get(dc)
@@ -255,7 +265,8 @@ def _y_axis(values: Sequence[float], higher_is_better: bool = True) -> "tuple[Ax
         lo, hi = lo - 1, hi + 1
     pad = (hi - lo) * 0.08
     lo, hi = lo - pad, hi + pad
-    axis = Axis(lo, hi, PLOT_H - PAD_B, PAD_T, False) if higher_is_better else Axis(lo, hi, PAD_T, PLOT_H - PAD_B, False)
+    bottom, top = PLOT_H - PAD_B, PAD_T
+    axis = Axis(lo, hi, bottom, top, False) if higher_is_better else Axis(lo, hi, top, bottom, False)
     step = _nice_step(hi - lo)
     ticks, v = [], math.ceil(lo / step) * step
     while v <= hi + 1e-12:
@@ -264,25 +275,29 @@ def _y_axis(values: Sequence[float], higher_is_better: bool = True) -> "tuple[Ax
     return axis, ticks
 
 
-def _place_labels(items: list[dict], taken: list[tuple[float, float, float, float]]) -> None:
-    """Put each item's ``label`` next to its marker at the first spot that overlaps no earlier label
-    (right, left, above, below, then further out); sets ``lx``, ``ly``, ``anchor``."""
+def _overlaps(box, boxes) -> bool:
+    return any(not (box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3]) for b in boxes)
+
+
+def _place_labels(items: list[dict], hard: list, soft: list) -> None:
+    """Put each item's ``label`` next to its marker (right, left, then above and below, further out):
+    at the first spot clear of ``hard`` (placed labels, labelled markers) and ``soft`` obstacles
+    (other markers, the front's line), else the first clear of ``hard``, else right of the marker.
+    Sets ``lx``, ``ly``, ``anchor`` and ``leader`` (a line back to the marker when moved off its row);
+    each placed label becomes a hard obstacle."""
     x0, x1, y0, y1 = PAD_L + 2, PLOT_W - PAD_R - 2, PAD_T + 2, PLOT_H - PAD_B - 2
     for it in items:
         w = CHAR_W * len(it["label"]) + 2
-        options = []
+        spots = []
         for dy in (0, -11, 11, -22, 22, -33, 33):
-            options += [(it["x"] + 8, it["y"] + 4 + dy, "start", dy), (it["x"] - 8, it["y"] + 4 + dy, "end", dy)]
-        chosen = None
-        for lx, ly, anchor, dy in options:
-            left = lx if anchor == "start" else lx - w
-            box = (left, ly - LABEL_H + 2, left + w, ly + 2)
-            if box[0] < x0 or box[2] > x1 or box[1] < y0 or box[3] > y1:
-                continue
-            if any(not (box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3]) for b in taken):
-                continue
-            chosen = (lx, ly, anchor, box, dy != 0)
-            break
+            for lx, anchor in ((it["x"] + 8, "start"), (it["x"] - 8, "end")):
+                ly = it["y"] + 4 + dy
+                left = lx if anchor == "start" else lx - w
+                box = (left, ly - LABEL_H + 2, left + w, ly + 2)
+                if box[0] >= x0 and box[2] <= x1 and box[1] >= y0 and box[3] <= y1:
+                    spots.append((lx, ly, anchor, box, dy != 0))
+        chosen = next((sp for sp in spots if not _overlaps(sp[3], hard) and not _overlaps(sp[3], soft)), None) \
+            or next((sp for sp in spots if not _overlaps(sp[3], hard)), None)
         if chosen is None:  # no free spot: right of the marker, clamped into the plot
             anchor = "start" if it["x"] + 8 + w <= x1 else "end"
             lx = it["x"] + 8 if anchor == "start" else it["x"] - 8
@@ -290,10 +305,9 @@ def _place_labels(items: list[dict], taken: list[tuple[float, float, float, floa
             left = lx if anchor == "start" else lx - w
             chosen = (lx, ly, anchor, (left, ly - LABEL_H + 2, left + w, ly + 2), False)
         lx, ly, anchor, box, moved = chosen
-        # a label moved off its marker's line gets a leader line to it
         leader = (round(lx - 2 if anchor == "start" else lx + 2, 1), round(ly - 4, 1)) if moved else None
         it.update(lx=round(lx, 1), ly=round(ly, 1), anchor=anchor, leader=leader)
-        taken.append(box)
+        hard.append(box)
 
 
 def _basename(path: str) -> str:
@@ -313,7 +327,7 @@ def _model_view(r: Mapping, n: int) -> dict:
     return {
         "n": n, "path": text(r.get("path"), 300), "short": text(_basename(text(r.get("path"))), 40),
         "sha256": text(r.get("sha256"), 64), "class": letter, "class_rank": CLASSES.index(letter) if letter else None,
-        "reason": text(r.get("reason"), 300), "index": index, "ci": (lo, hi) if lo is not None and hi is not None else None,
+        "reason": text(r.get("reason"), 300), "index": index,
         "index_text": sig(index, 3) if index is not None else "n/a",
         "ci_text": f"{sig(lo, 3)} to {sig(hi, 3)}" if lo is not None and hi is not None else "",
         "energy_j": energy, "energy_text": human_energy(energy) if energy is not None else "n/a", "unit": unit,
@@ -347,22 +361,27 @@ def _scatter(models: list[dict], refs: list[dict], higher_is_better: bool) -> di
         step = f"M{pts[0]['x']},{pts[0]['y']}" + "".join(f" H{p['x']} V{p['y']}" for p in pts[1:])
         step += f" H{PLOT_W - PAD_R}"
     # labels: the front's members first (they matter most), then the references
-    taken = [(m["x"] - 6, m["y"] - 6, m["x"] + 6, m["y"] + 6) for m in marks + ref_marks]
-    if front:  # the step line's segments are obstacles too
+    def around(m, r=6):
+        return (m["x"] - r, m["y"] - r, m["x"] + r, m["y"] + r)
+
+    hard = [around(marks[i]) for i in front] + [around(m) for m in ref_marks]
+    soft = [around(m) for m in marks if not m["m"]["pareto"]]
+    if front:  # the step line's segments
         pts = [marks[i] for i in front]
         for a, b in zip(pts, pts[1:] + [{"x": PLOT_W - PAD_R, "y": pts[-1]["y"]}]):
-            taken.append((min(a["x"], b["x"]), a["y"] - 2, max(a["x"], b["x"]), a["y"] + 2))
-            taken.append((b["x"] - 2, min(a["y"], b["y"]), b["x"] + 2, max(a["y"], b["y"])))
+            soft.append((min(a["x"], b["x"]), a["y"] - 2, max(a["x"], b["x"]), a["y"] + 2))
+            soft.append((b["x"] - 2, min(a["y"], b["y"]), b["x"] + 2, max(a["y"], b["y"])))
     front_marks = sorted((marks[i] for i in front), key=lambda p: p["x"])
     for p in front_marks:
         p["label"] = p["m"]["short"]
-    _place_labels(front_marks, taken)
-    _place_labels(ref_marks, taken)
+    _place_labels(front_marks, hard, soft)
+    _place_labels(ref_marks, hard, soft)
     return {
         "w": PLOT_W, "h": PLOT_H, "left": PAD_L, "right": PLOT_W - PAD_R, "top": PAD_T, "bottom": PLOT_H - PAD_B,
         "xticks": [{"x": round(xa(v), 1), "text": t} for v, t in xticks],
         "yticks": [{"y": round(ya(v), 1), "text": t} for v, t in yticks],
         "marks": marks, "ref_marks": ref_marks, "step": step, "front_count": len(front),
+        "r": 5 if len(marks) <= 150 else 3.5,  # marker radius: smaller in a crowd
     }
 
 
@@ -385,7 +404,7 @@ def _section(key: tuple, rows: list[Mapping], refs: list[dict], n0: int) -> dict
         "refs_unfit": [text(r.get("name") or r.get("model_id"), 60) for r in priced
                        if number(r.get("energy_j")) is None],
         "no_quality": [m for m in models if m["quality"] is None],
-        "no_energy": [m for m in models if m["energy_j"] is None and m["quality"] is not None],
+        "no_energy": [m for m in models if (m["energy_j"] is None or m["energy_j"] <= 0) and m["quality"] is not None],
         "not_graded": [m for m in models if not m["class"]],
     }
 

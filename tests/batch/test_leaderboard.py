@@ -4,9 +4,7 @@ page itself, static and in headless Chromium (sorting, scatter markers, hostile 
 from __future__ import annotations
 
 import json
-import math
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -119,12 +117,16 @@ def test_reference_points_say_why_they_are_missing(tmp_path):
     rows = [row("a.onnx", EDGE, device_data_version="own-calibration-1"),
             row("b.onnx", EDGE, task="keyword-spotting", catalogue_version="1.0.0", device_data_version="1.0.0"),
             row("c.onnx", "no-such-class"),
-            row("d.onnx", EDGE, status="failed")]
+            row("d.onnx", EDGE, status="failed"),
+            row("e.onnx", EDGE, task="text-detection"),
+            row("f.onnx", "host", method="measured")]
     points = reference_points(rows)
     missing = {p["task"] + "@" + p["device_class"]: p["unavailable"] for p in points if p["model_id"] is None}
     assert "own-calibration-1" in missing[f"{TASK}@{EDGE}"]
     assert "no-such-class" in missing[f"{TASK}@no-such-class"]
     assert "keyword-spotting" in missing[f"keyword-spotting@{EDGE}"]
+    assert "measured on the assessing machine" in missing[f"{TASK}@host"]
+    assert "without references" in missing[f"text-detection@{EDGE}"]  # a task the catalogue knows, pending
     assert not [p for p in points if p["model_id"] is not None]  # d.onnx failed: no section, no points
 
     # the batch's own device-data file prices them when its version is the rows' version
@@ -216,8 +218,9 @@ def test_number_reads_jsonl_and_csv_values():
 def browser(tmp_path_factory):
     driver = headless_chromium(tmp_path_factory, "1200,2400")
     # record script errors from the first line of the page on (CDP scripts are not subject to the CSP)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
-        "window.__errors = []; window.addEventListener('error', function (e) { window.__errors.push(String(e.message)); });")})
+    catch = ("window.__errors = [];"
+             "window.addEventListener('error', function (e) { window.__errors.push(String(e.message)); });")
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": catch})
     yield driver
     driver.quit()
 
@@ -271,10 +274,11 @@ def test_clicking_a_header_sorts_the_rows(loaded, rows):
 
     quality = _header(loaded, EDGE, "quality")
     with_q = [r for r in edge if r["quality"] is not None]
+    last = ["zoo/no_quality.onnx"]
     quality.click()  # numerically ascending; the model without quality last
-    assert _paths(loaded, EDGE) == [r["path"] for r in sorted(with_q, key=lambda r: r["quality"])] + ["zoo/no_quality.onnx"]
+    assert _paths(loaded, EDGE) == [r["path"] for r in sorted(with_q, key=lambda r: r["quality"])] + last
     quality.click()  # descending; still last
-    assert _paths(loaded, EDGE) == [r["path"] for r in sorted(with_q, key=lambda r: -r["quality"])] + ["zoo/no_quality.onnx"]
+    assert _paths(loaded, EDGE) == [r["path"] for r in sorted(with_q, key=lambda r: -r["quality"])] + last
 
     nnc = _header(loaded, EDGE, "after NNC")  # numbers, not text: 12 MB after 2 MB
     nnc.click()
