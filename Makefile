@@ -12,6 +12,7 @@ bench:
 	$(PY) bench/bench_delta.py
 	$(PY) bench/bench_decoder.py
 	$(PY) bench/bench_measured.py
+	$(PY) bench/bench_batch.py
 
 docs:
 	$(PY) scripts/gen_docs.py

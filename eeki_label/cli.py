@@ -983,7 +983,8 @@ def batch_cmd(
     """Assess every model of a folder or manifest, each in its own process (failures are recorded and never stop
     the batch); resumable. Options after INPUT that batch does not know are assess options for every model
     (e.g. --runs 0 -d edge-gpu-batch1 --issued-at ...); put them after '--' to be explicit."""
-    from eeki_label.batch.runner import BatchFailed, BatchOptions, run_batch
+    from eeki_label.batch.runner import BatchOptions, run_batch
+    from eeki_label.errors import BatchFailed
     from eeki_label.cli_progress import BatchProgress
 
     progress = BatchProgress(enabled=not quiet)

@@ -196,6 +196,20 @@ class UnresolvedMeasurementError(EekiError):
     label = "not resolved"
 
 
+class BatchFailed(EekiError):
+    """``batch`` ran to its end but at least one model failed (each one's code is in results.csv)."""
+
+    exit_code = 4
+    label = "batch"
+
+
+class Interrupted(EekiError):
+    """Ctrl-C or SIGTERM; ``batch`` keeps what finished, and a rerun continues."""
+
+    exit_code = 130
+    label = "interrupted"
+
+
 class InternalError(EekiError):
     """A bug in eeki-label: reported in one line; set EEKI_DEBUG=1 to see the traceback."""
 

@@ -87,14 +87,18 @@ def _assess_command():
 
 def parse_assess_args(args: list[str], where: str) -> dict:
     """Parse ``assess`` options with the command's own parser; a bad or batch-owned option is a UsageError."""
-    import click
+    import typer
 
+    click_exception = typer.BadParameter.__mro__[2]  # click's, whether typer uses click or its own copy
+    if "--help" in args or "--version" in args:
+        raise UsageError(f"{where}: --help and --version are not assess options of a batch "
+                         "(eeki-label assess --help lists them)")
     cmd = _assess_command()
     try:
         ctx = cmd.make_context("assess", ["MODEL.onnx", *args], resilient_parsing=False)
-    except click.exceptions.Exit:
+    except (typer.Exit, SystemExit):
         raise UsageError(f"{where}: --help and --version are not assess options of a batch") from None
-    except click.ClickException as e:
+    except click_exception as e:
         raise UsageError(f"{where}: {e.format_message()}") from None
     params = dict(ctx.params)
     params.pop("model", None)

@@ -38,22 +38,8 @@ from typing import Callable
 from eeki_label.batch import jobs as _jobs
 from eeki_label.batch import results as _results
 from eeki_label.batch import worker
-from eeki_label.errors import EekiError, OutputError, UsageError
+from eeki_label.errors import BatchFailed, EekiError, Interrupted, OutputError, UsageError
 from eeki_label.fileio import write_atomic
-
-
-class BatchFailed(EekiError):
-    """The batch ran to its end but at least one model failed (listed in results.csv)."""
-
-    exit_code = 4
-    label = "batch"
-
-
-class BatchInterrupted(EekiError):
-    """The batch was interrupted (Ctrl-C, SIGTERM); what finished is kept, a rerun continues."""
-
-    exit_code = 130
-    label = "interrupted"
 
 
 ENGINES = ("local", "ray")
@@ -194,6 +180,10 @@ def run_batch(options: BatchOptions, on_progress: "Callable[[Progress], None] | 
     if options.workers is not None and options.workers < 1:
         raise UsageError("--workers must be at least 1")
     started = time.perf_counter()
+    if options.engine == "ray":
+        from eeki_label.batch import ray_engine
+
+        ray_engine.check(options.ray_address)
     root, entries = _jobs.discover(options.input)
     common = list(options.assess_args)
     _jobs.parse_assess_args(common, "batch options")  # bad common options stop the batch before anything runs
@@ -307,10 +297,10 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
     _write_results(out, order, records)
     result = _summary(options, out, order, records, pinned, workers, started)
     if options.leaderboard and not interrupted:
-        _write_leaderboard(out, order, records, result)
+        _write_leaderboard(options, out, order, records)
     if interrupted:
         p = state["progress"]
-        raise BatchInterrupted(f"{p.done} assessed, {p.failed} failed, {p.skipped} reused, {p.remaining} left; "
+        raise Interrupted(f"{p.done} assessed, {p.failed} failed, {p.skipped} reused, {p.remaining} left; "
                                f"run the same command again to continue")
     return result
 
@@ -381,10 +371,13 @@ def _summary(options, out, order, records, pinned, workers, started) -> BatchRes
     return result
 
 
-def _write_leaderboard(out: Path, order: list[str], records: dict, result: BatchResult) -> None:
+def _write_leaderboard(options: BatchOptions, out: Path, order: list[str], records: dict) -> None:
     from eeki_label.batch import leaderboard
 
     rows = _rows(out, order, records)
-    page = leaderboard.render_leaderboard(rows, leaderboard.reference_points(rows), title=f"eeki-label batch: {out.name}",
+    device_data = _jobs.parse_assess_args(list(options.assess_args), "batch options").get("device_data")
+    own = str(Path(device_data).resolve()) if device_data and str(device_data).lower().endswith(".json") else None
+    refs = leaderboard.reference_points(rows, device_data=own)
+    page = leaderboard.render_leaderboard(rows, refs, title=f"eeki-label batch: {out.name}",
                                           generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_atomic(out / "leaderboard.html", page)

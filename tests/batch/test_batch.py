@@ -150,7 +150,7 @@ def test_resume_after_kill(tmp_path):
     time.sleep(0.5)
     assert not _children_alive(proc.pid)
     p = cli("batch", manifest, "--out", out, "--workers", "2", "--", *FAST, check=4)
-    rows = check_results(out, expected, reused=finished_ok)
+    check_results(out, expected, reused=finished_ok)
     assert f"{12 - len(finished_ok)} assessed, {len(finished_ok)} reused" in p.stdout
     assert not list(out.rglob("*.part"))
 
@@ -208,7 +208,7 @@ def test_timeout_kills_the_model_and_the_batch_goes_on(tmp_path):
     ("not json\n", [], "line 1: not JSON"),
 ])
 def test_bad_manifest_or_options_stop_before_anything_runs(tmp_path, manifest, args, message):
-    name = "m.csv" if "," in manifest.splitlines()[0] or manifest.startswith("task") else "m.jsonl"
+    name = "m.jsonl" if manifest.startswith(("{", "not json")) else "m.csv"
     (tmp_path / name).write_text(manifest)
     p = cli("batch", tmp_path / name, "--out", tmp_path / "out", *args, check=2)
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: usage: ") and message in p.stderr, p.stderr
@@ -219,6 +219,7 @@ def test_folder_input_and_manifest_paths(tmp_path):
     """A folder is scanned recursively; CSV manifests take shapes separated by ';' and per-model options."""
     from support import classifier, save
 
+    (tmp_path / "z" / "deep" / "er").mkdir(parents=True)
     save(classifier(1000), tmp_path / "z" / "deep" / "er" / "a.onnx")
     (tmp_path / "z" / "notes.txt").write_text("not a model")
     p = cli("batch", tmp_path / "z", "--out", tmp_path / "o1", "--", "--runs", "0", "--no-transfer", "-d",
@@ -251,3 +252,31 @@ def test_second_batch_on_the_same_folder_is_refused(tmp_path):
     finally:
         os.close(fd)
     assert "another batch is writing to" in p.stderr
+
+
+def test_measuring_runs_wait_for_the_node_meter_lock(tmp_path):
+    """A run that measures the host (``-d host``) starts its child only once it holds the node's
+    exclusive meter lock; estimation runs never take it."""
+    import fcntl
+    import threading
+
+    from eeki_label.batch import worker
+    from support import classifier, save
+
+    model = save(classifier(1000), tmp_path / "m.onnx")
+    args = ("--runs", "0", "--no-transfer", "-d", "edge-gpu-batch1", "--task", "image-classification")
+    fd = os.open(worker.meter_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    outcomes = {}
+    try:
+        measuring = threading.Thread(target=lambda: outcomes.setdefault(
+            "measuring", worker.run(worker.Spec("m", str(model), args, None, measures=True))))
+        measuring.start()
+        estimate = worker.run(worker.Spec("e", str(model), args, None, measures=False))  # not blocked
+        assert estimate.exit_code == 0 and estimate.label
+        assert measuring.is_alive() and "measuring" not in outcomes  # still waiting for the lock
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    measuring.join(120)
+    assert outcomes["measuring"].exit_code == 0
