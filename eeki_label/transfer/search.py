@@ -276,15 +276,16 @@ class _Realiser:
     recovered from them at the end (:meth:`quantise`), so the search holds about one copy of the
     coded tensors, not three."""
 
-    def __init__(self, cands: Sequence[Candidate]):
+    def __init__(self, cands: Sequence[Candidate], workers: int = 1):
         self.cands = list(cands)
+        self.workers = workers
         self.state: dict[str, tuple[int, int, np.ndarray]] = {}
 
     def _ensure(self, c: Candidate, qp: int) -> tuple[int, int, np.ndarray]:
         hit = self.state.get(c.key)
         if hit is None or hit[0] != qp:
             self.state.pop(c.key, None)
-            lv, u = _nncore.quantize(c.signal(), qp)
+            lv, u = _nncore.quantize(c.signal(), qp, workers=self.workers)
             hit = (qp, u, _nncore.dequantize(lv, u).reshape(c.shape))
             self.state[c.key] = hit
         return hit
@@ -309,7 +310,7 @@ class _Realiser:
             # dequantisation is level x step, exact in float32 below 2^24: invert it, and check
             lv = np.rint(dq / np.float32(_nncore.step_for_qp(u))).astype(np.int32)  # float32 division: exact
             if not np.array_equal(_nncore.dequantize(lv, u).reshape(c.shape), dq):
-                lv, u2 = _nncore.quantize(c.signal(), qps[c.key])  # deterministic: the same levels
+                lv, u2 = _nncore.quantize(c.signal(), qps[c.key], workers=self.workers)  # deterministic: the same levels
                 if u2 != u:
                     raise TransferError(f"the codec's quantiser is not deterministic for {c.key!r}")
             levels[c.key], used[c.key] = compact_levels(lv), u
@@ -341,9 +342,10 @@ def _allocate(bits_u: np.ndarray, relmse_u: np.ndarray, s_u: np.ndarray, target:
 
 def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: FidelityBound,
                        max_units: int = 48, max_iterations: int = 8, time_limit_s: float | None = None,
-                       clock_start: float | None = None, seed: int = 0, progress=None) -> Plan:
+                       clock_start: float | None = None, seed: int = 0, progress=None, workers: int = 1) -> Plan:
     """Per-tensor QPs by measured sensitivity (see the module docstring). ``progress(step, done, total)``
-    is told of each tensor group probed and each fidelity iteration (the CLI shows it)."""
+    is told of each tensor group probed and each fidelity iteration (the CLI shows it). ``workers``:
+    processes quantising large tensors (:func:`eeki_label.transfer._nncore.quantize`)."""
     report = progress or (lambda step, done, total: None)
     clock = _Clock(time_limit_s, clock_start)
     t0 = time.perf_counter()
@@ -385,7 +387,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
     bits_u = np.stack([bits[m].sum(axis=0) for m in units])
     relmse_u = np.stack([(relmse[m] * n_t[m, None]).sum(axis=0) / n_t[m].sum() for m in units])
 
-    realise = _Realiser(cands)
+    realise = _Realiser(cands, workers)
     eps = bound.max_rel_error
     target = (0.7 * eps) ** 2
     t_pass, t_fail = 0.0, math.inf  # largest target that met the bound, smallest that missed it
@@ -460,7 +462,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
 
 def search_single_qp(cands: Sequence[Candidate], evaluator: Evaluator, bound: FidelityBound,
                      qp_range: tuple[int, int] = (-96, 0), time_limit_s: float | None = None,
-                     clock_start: float | None = None) -> Plan:
+                     clock_start: float | None = None, workers: int = 1) -> Plan:
     """The naive baseline: one QP for all tensors of rank >= 2 (rank-1 tensors at nncodec's default
     -75), the coarsest meeting the bound, found by bisection (assumes error grows with QP)."""
     clock = _Clock(time_limit_s, clock_start)
@@ -472,7 +474,7 @@ def search_single_qp(cands: Sequence[Candidate], evaluator: Evaluator, bound: Fi
 
     lo, hi = qp_range  # lo: fine (should pass), hi: coarse
     results: dict[int, Fidelity] = {}
-    realise = _Realiser(cands)
+    realise = _Realiser(cands, workers)
 
     def trial(q: int) -> Fidelity:
         if q not in results:
