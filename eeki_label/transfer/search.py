@@ -15,7 +15,8 @@ Two strategies, both returning a :class:`Plan` (per-tensor QP and the levels to 
        dependent quantiser; the relative mean-squared error ``mse / rms^2`` and the zeroth-order
        entropy of the levels (bits per element, times the element count) are recorded.
     2. *Sensitivity per unit.* Tensors are grouped into at most ``max_units`` units (large tensors alone,
-       small ones with their neighbours in graph order, rank-1 and higher-rank tensors apart). For each
+       small ones with their neighbours in graph order, rank-1 and higher-rank tensors apart; with
+       fewer tensors than that, each rank >= 2 tensor alone and the rank-1 ones grouped). For each
        unit, its tensors are rounded to a uniform grid whose relative MSE is about ``PROBE_RELMSE``
        (quantisation-like noise: it keeps signs, so e.g. a variance stays non-negative, which
        Gaussian noise would not) and the model is run once: ``s_u = score / relmse_u``, where
@@ -243,18 +244,20 @@ def rate_distortion(cands: Sequence[Candidate], seed: int = 0) -> tuple[np.ndarr
 
 
 def make_units(cands: Sequence[Candidate], max_units: int) -> list[list[int]]:
-    """Group tensor indices into at most about ``max_units`` units (see the module docstring)."""
+    """Group tensor indices into at most about ``max_units`` units (see the module docstring). With
+    at most ``max_units`` tensors every tensor of rank >= 2 is a unit of its own, and the rank-1 ones
+    (biases, scales: a negligible share of the bits, but one model run per probe) are grouped in
+    graph order as with more tensors."""
     total = sum(c.n for c in cands)
     if not cands:
         return []
-    if len(cands) <= max_units:
-        return [[i] for i in range(len(cands))]
+    few = len(cands) <= max_units
     target = total / max(1, max_units)
     units: list[list[int]] = []
     open_groups: dict[bool, list[int]] = {True: [], False: []}
     open_n = {True: 0, False: 0}
     for i, c in enumerate(cands):
-        if c.n >= target:
+        if c.n >= target or (few and c.ndim >= 2):
             units.append([i])
             continue
         vec = c.ndim <= 1
