@@ -344,6 +344,8 @@ def encode_model(
     workers = _nncore.default_workers() if workers is None else max(1, int(workers))
     _nncore._core()  # fail early, with the install hint, if the codec is missing
 
+    if progress is not None:
+        progress("reading the tensors", 0, 1)
     refs = list(iter_stored_tensors(loaded.proto))
     keys = [r.key for r in refs]
     consumers = _consumers(loaded.proto)
@@ -417,6 +419,8 @@ def encode_model(
     if calibration_samples is None:
         calibration_samples = default_calibration_samples(shapes)
     feeds, source = calibration_feeds(loaded.proto, shapes, calibration, calibration_samples, seed)
+    if progress is not None:
+        progress("reference outputs", 0, 1)
     # the original file's outputs for the final check, now, while this process holds the least
     # memory (one onnxruntime session at a time); timed with the check, not with the encoding
     t_ref = time.perf_counter()

@@ -356,6 +356,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
     if not cands:
         fid = evaluator.fidelity({})
         return Plan("sensitivity", {}, {}, fid, 0.0, 0, 0, 0.0)
+    report("rate and distortion per tensor", 0, 1)
     bits, relmse, qp0 = rate_distortion(cands, seed)
     clock.check("rate/distortion estimation")
 
