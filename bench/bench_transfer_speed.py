@@ -16,7 +16,8 @@ process (wall clock; ``ru_maxrss`` of that child for peak memory):
   stage (``assess_transfer``: QP search, entropy coding, decoding, the final onnxruntime check)
   against one single-QP nncodec encode of the same weights (the codec's quantiser and entropy coder
   through eeki_label.transfer._nncore, the same worker processes, rank >= 2 tensors at the stage's
-  median QP, rank-1 at nncodec's default -75). Target: ratio <= 1.5. Peak RSS of the stage's child
+  median QP, rank-1 at nncodec's default -75; also with the stock coder's entry-point pass, for
+  reference). Target: ratio <= 1.5. Peak RSS of the stage's child
   over the float32 weight bytes: target <= 4. And the stage on a filled cache (hit) against the miss.
 
 Usage: python bench/bench_transfer_speed.py [--skip-vgg] [--workers N]
@@ -149,10 +150,17 @@ def _phases(steps: list, wall: float) -> list:
     return [{"phase": k, "start_s": s, "seconds": d} for k, s, d in phases]
 
 
-def child_single_qp(model_path: str, qp: str, workers: str) -> dict:
-    """One single-QP encode of every float tensor the stage codes: quantise + entropy-code."""
+def child_single_qp(model_path: str, qp: str, workers: str, coder: str = "driver") -> dict:
+    """One single-QP encode of every float tensor the stage codes: quantise + entropy-code.
+    ``coder`` ``stock``: with nnc_core.coder.encode's own entry-point pass, which the driver skips
+    (a second decode of every unit, see _nncore._without_entry_point_pass)."""
+    import contextlib
+
     from eeki_label.model_io import iter_stored_tensors, load_model, tensor_array
     from eeki_label.transfer import _nncore as nc
+
+    if coder == "stock":
+        nc._without_entry_point_pass = contextlib.nullcontext
 
     workers_n = int(workers)
     m = load_model(model_path)
@@ -171,7 +179,7 @@ def child_single_qp(model_path: str, qp: str, workers: str) -> dict:
     t = time.perf_counter()
     stream, _ = nc.encode(items, workers_n)
     t_e = time.perf_counter() - t
-    return {"quantise_s": t_q, "entropy_coding_s": t_e, "wall_s": t_q + t_e, "cpu_s": _cpu_s() - c0, "nnc_bytes": len(stream),
+    return {"coder": coder, "quantise_s": t_q, "entropy_coding_s": t_e, "wall_s": t_q + t_e, "cpu_s": _cpu_s() - c0, "nnc_bytes": len(stream),
             "float_bytes": float_bytes, "qp": int(qp), "workers": workers_n, "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -243,6 +251,7 @@ def bench_vgg(work: Path, workers: int) -> dict:
         return {"error": stage["error"]}
     qp = int(round(stage["qp"]["median"]))
     single = run_child(["single-qp", str(path), str(qp), str(workers)])
+    stock = run_child(["single-qp", str(path), str(qp), str(workers), "stock"])
     hit = run_child(["stage", str(path)], {"EEKI_LABEL_CACHE_DIR": str(cache)})
     weights = stage["stored_bytes"]
     return {
@@ -250,7 +259,8 @@ def bench_vgg(work: Path, workers: int) -> dict:
         "stage_s": stage["wall_s"], "single_qp_encode_s": single.get("wall_s"),
         "ratio": stage["wall_s"] / single["wall_s"] if single.get("wall_s") else None, "target_ratio_max": 1.5,
         "cpu_ratio": stage["cpu_s"] / single["cpu_s"] if single.get("cpu_s") else None,
-        "stage": stage, "single_qp": single,
+        "ratio_vs_stock_coder": stage["wall_s"] / stock["wall_s"] if stock.get("wall_s") else None,
+        "stage": stage, "single_qp": single, "single_qp_stock_coder": stock,
         "peak_rss_over_weights": stage["peak_rss_mb"] * 2**20 / weights, "target_peak_rss_over_weights_max": 4.0,
         "cache_hit_stage_s": hit.get("wall_s"),
         "cache_hit_vs_miss": hit["wall_s"] / stage["wall_s"] if hit.get("wall_s") else None,
@@ -294,6 +304,10 @@ def main() -> None:
         print(f"  VGG16-sized stage:     {v['stage_s']:7.1f} s  vs single-QP encode {v['single_qp_encode_s']:6.1f} s"
               f"  ratio {v['ratio']:.2f} (target <= 1.5; CPU seconds {v['stage']['cpu_s']:.0f} vs "
               f"{v['single_qp']['cpu_s']:.0f}: {v['cpu_ratio']:.2f})")
+        st = v["single_qp_stock_coder"]
+        if st.get("wall_s"):
+            print(f"    (vs the stock nnc_core coder, with its second decode of every unit: {st['wall_s']:.1f} s, "
+                  f"ratio {v['ratio_vs_stock_coder']:.2f})")
         for ph in v["stage"]["steps"]:
             print(f"      {ph['seconds']:7.1f} s  {ph['phase']}")
         print(f"  VGG16-sized peak RSS:  {v['stage']['peak_rss_mb']:7.0f} MB = {v['peak_rss_over_weights']:.2f}x the "

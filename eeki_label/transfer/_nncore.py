@@ -290,6 +290,30 @@ def header_units() -> bytes:
     return bytes(bs)
 
 
+@contextlib.contextmanager
+def _without_entry_point_pass():
+    """``nnc_core.coder.encode`` decodes every data unit it has just written once more, only to
+    collect the CABAC entry points of block-row scans (``baseline.decodeAndCreateEPs``). With
+    ``scan_order`` 0, the only scan written here, that list is always empty, and the pass costs
+    about as much as the entropy coding itself: skip it for those units (the bitstream is
+    byte-identical, tests/transfer/test_nncore.py checks it against the stock coder). Units with
+    another scan order still take the stock pass."""
+    from nncodec.nnc_core.coder import baseline
+
+    stock = baseline.decodeAndCreateEPs
+
+    def entry_points(decoder, approx_data, approx_param_base, param, ndu, *rest):
+        if int(ndu.get("scan_order", 0)) == 0:
+            return np.zeros(0, dtype=np.uint64)
+        return stock(decoder, approx_data, approx_param_base, param, ndu, *rest)
+
+    baseline.decodeAndCreateEPs = entry_points
+    try:
+        yield
+    finally:
+        baseline.decodeAndCreateEPs = stock
+
+
 def _encode_group(items: Sequence[CodedTensor], first_index: int, param_opt: bool = True) -> list[bytes]:
     """Code ``items`` one coder call each; returns each tensor's compressed data unit(s)."""
     _, coder, _, _, _, _ = _core()
@@ -297,7 +321,7 @@ def _encode_group(items: Sequence[CodedTensor], first_index: int, param_opt: boo
     out = []
     for i, it in enumerate(items):
         info = _model_info([(it.name, tuple(it.levels.shape))], first_index + i)
-        with _guard(f"encode tensor {it.name}"):
+        with _guard(f"encode tensor {it.name}"), _without_entry_point_pass():
             bs, _ = coder.encode(enc_info=_enc_info(param_opt), model_info=info, approx_data=_approx_data([it]))
         bs = bytes(bs)
         if not bs.startswith(head):

@@ -132,3 +132,19 @@ def test_parallel_quantize_matches_serial(monkeypatch, qp):
     parallel = nc.quantize(x, qp, workers=2)
     assert parallel[1] == serial[1]
     np.testing.assert_array_equal(parallel[0], serial[0])
+
+
+@pytest.mark.parametrize("param_opt", [True, False])
+def test_skipping_the_coders_entry_point_pass_keeps_the_bitstream(param_opt):
+    """The stock coder decodes each unit again for block-row entry points; with scan order 0 there are
+    none, and the units written without that pass are byte-identical to the stock coder's."""
+    from nncodec.nnc_core import coder
+    from nncodec.nnc_core.coder import baseline
+
+    stock = baseline.decodeAndCreateEPs
+    for it in [nc.CodedTensor(k, *nc.quantize(v, -38)) for k, v in _tensors(3).items()]:
+        info = nc._model_info([(it.name, tuple(it.levels.shape))], 0)
+        ref, _ = coder.encode(enc_info=nc._enc_info(param_opt), model_info=info, approx_data=nc._approx_data([it]))
+        (unit,) = nc._encode_group([it], 0, param_opt)
+        assert bytes(ref) == nc.header_units() + unit
+    assert baseline.decodeAndCreateEPs is stock  # restored
