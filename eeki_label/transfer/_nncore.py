@@ -15,6 +15,11 @@ What this module adds over calling ``nnc_core`` the way ``nncodec.nnc.compress``
   compressed data units behind one start unit, model parameter set and topology unit. The result is
   byte-identical to coding all tensors in one call (a test checks this) and decodes with the stock
   decoder.
+* **No second decode while encoding.** ``nnc_core.coder.encode`` decodes every unit it writes again
+  to collect block-row entry points, which the scan order used here (0) never has: that pass,
+  as costly as the coding, is skipped (:func:`_without_entry_point_pass`; byte-identical output).
+* **Quantisation of large tensors in parallel** (:func:`quantize` ``workers``): row chunks in forked
+  worker processes, the same codec call per chunk as in one process.
 * **No files, no prints, no SystemExit.** Nothing is written to the working directory; the codec's
   ``print`` output is swallowed; ``SystemExit``/``AssertionError`` and friends from the codec become
   :class:`~eeki_label.errors.TransferError`.
