@@ -9,6 +9,7 @@ bench:
 	$(PY) bench/bench_static.py
 	$(PY) bench/bench_assess.py
 	@if [ -f bench/bench_nnc.py ]; then $(PY) bench/bench_nnc.py; fi
+	$(PY) bench/bench_transfer_speed.py
 	$(PY) bench/bench_delta.py
 	$(PY) bench/bench_decoder.py
 	$(PY) bench/bench_measured.py

@@ -305,6 +305,10 @@ def assess(
     country: Optional[str] = typer.Option(
         None, metavar="CC", rich_help_panel=P_TRANSFER,
         help="Grid carbon intensity of this country code (data/energy/transfer.json)."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", rich_help_panel=P_TRANSFER,
+        help="Code the weights again even if the content cache holds this model's coding "
+             "(cache: $EEKI_LABEL_CACHE_DIR, 'off' disables it; else ~/.cache/eeki-label)."),
     # -- exports
     export: List[str] = typer.Option(
         [], "--export", metavar="FORMAT=PATH", rich_help_panel=P_OUT,
@@ -356,7 +360,8 @@ def assess(
                            clock_offset_s=trace_offset_s, sample_mode=trace_sample_mode,
                            reference_records=_reference_records(reference_record)),
         transfer=TransferOptions(enabled=transfer, previous=previous, calibration_data=calibration_data,
-                                 clients=clients, rounds=rounds, updates=updates, country=country),
+                                 clients=clients, rounds=rounds, updates=updates, country=country,
+                                 cache=not no_cache),
     )
     if not transfer and (bitstream or previous or delta_bitstream or calibration_data):
         raise UsageError("--bitstream, --previous, --delta-bitstream and --calibration-data need the transfer stage "

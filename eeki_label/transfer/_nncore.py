@@ -15,6 +15,11 @@ What this module adds over calling ``nnc_core`` the way ``nncodec.nnc.compress``
   compressed data units behind one start unit, model parameter set and topology unit. The result is
   byte-identical to coding all tensors in one call (a test checks this) and decodes with the stock
   decoder.
+* **No second decode while encoding.** ``nnc_core.coder.encode`` decodes every unit it writes again
+  to collect block-row entry points, which the scan order used here (0) never has: that pass,
+  as costly as the coding, is skipped (:func:`_without_entry_point_pass`; byte-identical output).
+* **Quantisation of large tensors in parallel** (:func:`quantize` ``workers``): row chunks in forked
+  worker processes, the same codec call per chunk as in one process.
 * **No files, no prints, no SystemExit.** Nothing is written to the working directory; the codec's
   ``print`` output is swallowed; ``SystemExit``/``AssertionError`` and friends from the codec become
   :class:`~eeki_label.errors.TransferError`.
@@ -123,33 +128,73 @@ def qp_for_step(step: float) -> int:
 # Quantisation (no entropy coding)
 
 
-def quantize(values: np.ndarray, qp: int, dq: bool = True) -> tuple[np.ndarray, int]:
+def _quantize_rows(arr: np.ndarray, a: int, b: int, qp: int, dq: bool) -> tuple[np.ndarray, int]:
+    """Rows [a, b) of ``arr`` quantised in one codec call: (int32 levels, QP used)."""
+    _, _, _, _, _, deepCABAC = _core()
+    part = np.zeros(arr[a:b].shape, dtype=np.int32)
+    enc = deepCABAC.Encoder()
+    enc.initCtxModels(CABAC_UNARY_LENGTH_MINUS1, 0)
+    used = int(enc.quantLayer(np.ascontiguousarray(arr[a:b]), part, 1 if dq else 0, QP_DENSITY, qp, 0,
+                              CABAC_UNARY_LENGTH_MINUS1, 0, 1))
+    return part, used
+
+
+#: The tensor being quantised, visible to forked workers without pickling it (set only around a pool).
+_FORK_ARRAY: "np.ndarray | None" = None
+
+
+def _quantize_worker(args: tuple[tuple[tuple[int, int], ...], int, bool]) -> list[tuple[int, int, np.ndarray, int]]:
+    ranges, qp, dq = args
+    out = []
+    with _guard("quantise a tensor"):
+        for a, b in ranges:
+            part, used = _quantize_rows(_FORK_ARRAY, a, b, qp, dq)
+            lo, hi = (int(part.min()), int(part.max())) if part.size else (0, 0)
+            small = np.int8 if -128 <= lo and hi <= 127 else (np.int16 if -32768 <= lo and hi <= 32767 else np.int32)
+            out.append((a, b, part.astype(small, copy=False), used))  # narrower through the pipe
+    return out
+
+
+def quantize(values: np.ndarray, qp: int, dq: bool = True, workers: int = 1) -> tuple[np.ndarray, int]:
     """Quantise float32 ``values`` with the codec's quantiser at ``qp``.
 
     Returns ``(levels, qp_used)``: int32 quantisation levels of the same shape and the QP the codec
     actually used (it raises QP when levels would overflow int32; the largest over the row chunks,
     which are then re-quantised at that QP). ``dq`` selects dependent quantisation (two interleaved
     quantisers with a trellis search, the NNC default). Large tensors are quantised in the row
-    chunks of :func:`row_chunks`, as :func:`encode` will code them.
+    chunks of :func:`row_chunks`, as :func:`encode` will code them; with ``workers`` > 1 and more
+    than :data:`PARALLEL_MIN_ELEMENTS` elements the chunks are quantised in forked worker processes
+    (each chunk is its own codec call either way: the levels are the same).
     """
-    _, _, _, _, _, deepCABAC = _core()
     arr = np.ascontiguousarray(values, dtype=np.float32)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     chunks = row_chunks(arr.shape)
     levels = np.zeros(arr.shape, dtype=np.int32)
     qp = int(qp)
+    parallel = workers > 1 and len(chunks) > 1 and arr.size >= PARALLEL_MIN_ELEMENTS
     with _guard("quantise a tensor"):
         for _ in range(2):
             used_max = qp
-            for a, b in chunks:
-                part = np.zeros(arr[a:b].shape, dtype=np.int32)
-                enc = deepCABAC.Encoder()
-                enc.initCtxModels(CABAC_UNARY_LENGTH_MINUS1, 0)
-                used = int(enc.quantLayer(np.ascontiguousarray(arr[a:b]), part, 1 if dq else 0, QP_DENSITY, qp, 0,
-                                          CABAC_UNARY_LENGTH_MINUS1, 0, 1))
-                levels[a:b] = part
-                used_max = max(used_max, used)
+            parts = None
+            if parallel:
+                groups = [tuple(chunks[i::min(workers, len(chunks))]) for i in range(min(workers, len(chunks)))]
+                global _FORK_ARRAY
+                _FORK_ARRAY = arr
+                try:
+                    parts = _pool_map(_quantize_worker, [(g, qp, dq) for g in groups], workers)
+                finally:
+                    _FORK_ARRAY = None
+            if parts is not None:
+                for group in parts:
+                    for a, b, part, used in group:
+                        levels[a:b] = part
+                        used_max = max(used_max, used)
+            else:
+                for a, b in chunks:
+                    part, used = _quantize_rows(arr, a, b, qp, dq)
+                    levels[a:b] = part
+                    used_max = max(used_max, used)
             if used_max == qp:
                 break
             qp = used_max  # a chunk needed a coarser QP: redo all chunks at it
@@ -250,6 +295,30 @@ def header_units() -> bytes:
     return bytes(bs)
 
 
+@contextlib.contextmanager
+def _without_entry_point_pass():
+    """``nnc_core.coder.encode`` decodes every data unit it has just written once more, only to
+    collect the CABAC entry points of block-row scans (``baseline.decodeAndCreateEPs``). With
+    ``scan_order`` 0, the only scan written here, that list is always empty, and the pass costs
+    about as much as the entropy coding itself: skip it for those units (the bitstream is
+    byte-identical, tests/transfer/test_nncore.py checks it against the stock coder). Units with
+    another scan order still take the stock pass."""
+    from nncodec.nnc_core.coder import baseline
+
+    stock = baseline.decodeAndCreateEPs
+
+    def entry_points(decoder, approx_data, approx_param_base, param, ndu, *rest):
+        if int(ndu.get("scan_order", 0)) == 0:
+            return np.zeros(0, dtype=np.uint64)
+        return stock(decoder, approx_data, approx_param_base, param, ndu, *rest)
+
+    baseline.decodeAndCreateEPs = entry_points
+    try:
+        yield
+    finally:
+        baseline.decodeAndCreateEPs = stock
+
+
 def _encode_group(items: Sequence[CodedTensor], first_index: int, param_opt: bool = True) -> list[bytes]:
     """Code ``items`` one coder call each; returns each tensor's compressed data unit(s)."""
     _, coder, _, _, _, _ = _core()
@@ -257,7 +326,7 @@ def _encode_group(items: Sequence[CodedTensor], first_index: int, param_opt: boo
     out = []
     for i, it in enumerate(items):
         info = _model_info([(it.name, tuple(it.levels.shape))], first_index + i)
-        with _guard(f"encode tensor {it.name}"):
+        with _guard(f"encode tensor {it.name}"), _without_entry_point_pass():
             bs, _ = coder.encode(enc_info=_enc_info(param_opt), model_info=info, approx_data=_approx_data([it]))
         bs = bytes(bs)
         if not bs.startswith(head):

@@ -344,6 +344,8 @@ def encode_model(
     workers = _nncore.default_workers() if workers is None else max(1, int(workers))
     _nncore._core()  # fail early, with the install hint, if the codec is missing
 
+    if progress is not None:
+        progress("reading the tensors", 0, 1)
     refs = list(iter_stored_tensors(loaded.proto))
     keys = [r.key for r in refs]
     consumers = _consumers(loaded.proto)
@@ -415,10 +417,10 @@ def encode_model(
 
     # calibration, reference outputs and the weight-feeding runner
     if calibration_samples is None:
-        per_sample = sum(int(np.prod(shape)) for shape in shapes.values())
-        calibration_samples = int(min(max(-(-SYNTHETIC_INPUT_ELEMENTS // max(per_sample, 1)), MIN_SYNTHETIC_SAMPLES),
-                                      MAX_SYNTHETIC_SAMPLES))
+        calibration_samples = default_calibration_samples(shapes)
     feeds, source = calibration_feeds(loaded.proto, shapes, calibration, calibration_samples, seed)
+    if progress is not None:
+        progress("reference outputs", 0, 1)
     # the original file's outputs for the final check, now, while this process holds the least
     # memory (one onnxruntime session at a time); timed with the check, not with the encoding
     t_ref = time.perf_counter()
@@ -458,9 +460,11 @@ def encode_model(
     evaluator = Evaluator(sens_score, full_fidelity, after_sensitivities)
     if strategy == "sensitivity":
         plan = search_sensitivity(cands, evaluator, search_bound, max_units=max_units,
-                                  time_limit_s=time_limit_s, clock_start=t_start, seed=seed, progress=progress)
+                                  time_limit_s=time_limit_s, clock_start=t_start, seed=seed, progress=progress,
+                                  workers=workers)
     else:
-        plan = search_single_qp(cands, evaluator, search_bound, time_limit_s=time_limit_s, clock_start=t_start)
+        plan = search_single_qp(cands, evaluator, search_bound, time_limit_s=time_limit_s, clock_start=t_start,
+                                workers=workers)
     search_s = time.perf_counter() - t_start - reference_s
 
     # free the search's session and arrays before coding (forked coder processes share the parent's
@@ -667,6 +671,39 @@ def _comparable_outputs(previous: LoadedModel, feeds, new_outputs: tuple[list[st
         if any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(a_row, b_row)):
             return None
     return out
+
+
+def default_calibration_samples(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Synthetic calibration samples for these input shapes: as many as hold
+    :data:`SYNTHETIC_INPUT_ELEMENTS` input elements, within [MIN_SYNTHETIC_SAMPLES, MAX_SYNTHETIC_SAMPLES]."""
+    per_sample = sum(int(np.prod(shape)) for shape in shapes.values())
+    return int(min(max(-(-SYNTHETIC_INPUT_ELEMENTS // max(per_sample, 1)), MIN_SYNTHETIC_SAMPLES),
+                   MAX_SYNTHETIC_SAMPLES))
+
+
+def verify_bitstream(bitstream: bytes, loaded: LoadedModel, shapes: Mapping[str, tuple[int, ...]],
+                     bound: FidelityBound, calibration: "Mapping[str, np.ndarray] | None" = None,
+                     previous: LoadedModel | None = None, *, relative_to_previous: bool = True,
+                     calibration_samples: int | None = None, seed: int = 0, workers: int | None = None) -> Fidelity:
+    """The final check of :func:`encode_model` on a stored container: decode it (against
+    ``previous`` for a delta), run the reconstruction on the same calibration inputs
+    :func:`encode_model` uses by default and compare it with ``loaded``'s outputs under ``bound``
+    (for a delta relative to the update's own effect when the previous model's outputs are
+    comparable and ``relative_to_previous``, as the coding measured it). Raises TransferError when
+    the container does not belong to these models."""
+    c = unpack(bytes(bitstream))
+    if c.model_sha256 != loaded.sha256 or c.base_sha256 != (previous.sha256 if previous is not None else None):
+        raise TransferError("the bitstream belongs to another model (or another previous version)")
+    workers = _nncore.default_workers() if workers is None else max(1, int(workers))
+    if calibration_samples is None:
+        calibration_samples = default_calibration_samples(shapes)
+    feeds, _ = calibration_feeds(loaded.proto, shapes, calibration, calibration_samples, seed)
+    ref = _original_outputs(loaded, feeds)
+    base = _comparable_outputs(previous, feeds, ref) if previous is not None and relative_to_previous else None
+    release_memory()
+    fidelity, _ = _final_fidelity(bitstream, previous if previous is not None else loaded, ref, base, feeds, bound,
+                                  workers)
+    return fidelity
 
 
 def release_memory() -> None:
@@ -954,7 +991,7 @@ def compute_baselines(cands, evaluator: Evaluator, bound: FidelityBound, workers
         u8z = len(cctx.compress(b"".join(q8))) + 8 * len(cands)
     single = sbytes = sfid = ss = se = None
     if cands:
-        plan: Plan = search_single_qp(cands, evaluator, bound, time_limit_s=time_limit_s)
+        plan: Plan = search_single_qp(cands, evaluator, bound, time_limit_s=time_limit_s, workers=workers)
         t = time.perf_counter()
         items = [_nncore.CodedTensor(f"t{i}", plan.levels[c.key], plan.qps[c.key]) for i, c in enumerate(cands)]
         stream, _ = _nncore.encode(items, workers)

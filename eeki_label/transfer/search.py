@@ -15,7 +15,8 @@ Two strategies, both returning a :class:`Plan` (per-tensor QP and the levels to 
        dependent quantiser; the relative mean-squared error ``mse / rms^2`` and the zeroth-order
        entropy of the levels (bits per element, times the element count) are recorded.
     2. *Sensitivity per unit.* Tensors are grouped into at most ``max_units`` units (large tensors alone,
-       small ones with their neighbours in graph order, rank-1 and higher-rank tensors apart). For each
+       small ones with their neighbours in graph order, rank-1 and higher-rank tensors apart; with
+       fewer tensors than that, each rank >= 2 tensor alone and the rank-1 ones grouped). For each
        unit, its tensors are rounded to a uniform grid whose relative MSE is about ``PROBE_RELMSE``
        (quantisation-like noise: it keeps signs, so e.g. a variance stays non-negative, which
        Gaussian noise would not) and the model is run once: ``s_u = score / relmse_u``, where
@@ -243,18 +244,20 @@ def rate_distortion(cands: Sequence[Candidate], seed: int = 0) -> tuple[np.ndarr
 
 
 def make_units(cands: Sequence[Candidate], max_units: int) -> list[list[int]]:
-    """Group tensor indices into at most about ``max_units`` units (see the module docstring)."""
+    """Group tensor indices into at most about ``max_units`` units (see the module docstring). With
+    at most ``max_units`` tensors every tensor of rank >= 2 is a unit of its own, and the rank-1 ones
+    (biases, scales: a negligible share of the bits, but one model run per probe) are grouped in
+    graph order as with more tensors."""
     total = sum(c.n for c in cands)
     if not cands:
         return []
-    if len(cands) <= max_units:
-        return [[i] for i in range(len(cands))]
+    few = len(cands) <= max_units
     target = total / max(1, max_units)
     units: list[list[int]] = []
     open_groups: dict[bool, list[int]] = {True: [], False: []}
     open_n = {True: 0, False: 0}
     for i, c in enumerate(cands):
-        if c.n >= target:
+        if c.n >= target or (few and c.ndim >= 2):
             units.append([i])
             continue
         vec = c.ndim <= 1
@@ -276,15 +279,16 @@ class _Realiser:
     recovered from them at the end (:meth:`quantise`), so the search holds about one copy of the
     coded tensors, not three."""
 
-    def __init__(self, cands: Sequence[Candidate]):
+    def __init__(self, cands: Sequence[Candidate], workers: int = 1):
         self.cands = list(cands)
+        self.workers = workers
         self.state: dict[str, tuple[int, int, np.ndarray]] = {}
 
     def _ensure(self, c: Candidate, qp: int) -> tuple[int, int, np.ndarray]:
         hit = self.state.get(c.key)
         if hit is None or hit[0] != qp:
             self.state.pop(c.key, None)
-            lv, u = _nncore.quantize(c.signal(), qp)
+            lv, u = _nncore.quantize(c.signal(), qp, workers=self.workers)
             hit = (qp, u, _nncore.dequantize(lv, u).reshape(c.shape))
             self.state[c.key] = hit
         return hit
@@ -309,7 +313,7 @@ class _Realiser:
             # dequantisation is level x step, exact in float32 below 2^24: invert it, and check
             lv = np.rint(dq / np.float32(_nncore.step_for_qp(u))).astype(np.int32)  # float32 division: exact
             if not np.array_equal(_nncore.dequantize(lv, u).reshape(c.shape), dq):
-                lv, u2 = _nncore.quantize(c.signal(), qps[c.key])  # deterministic: the same levels
+                lv, u2 = _nncore.quantize(c.signal(), qps[c.key], workers=self.workers)  # deterministic: the same levels
                 if u2 != u:
                     raise TransferError(f"the codec's quantiser is not deterministic for {c.key!r}")
             levels[c.key], used[c.key] = compact_levels(lv), u
@@ -341,9 +345,10 @@ def _allocate(bits_u: np.ndarray, relmse_u: np.ndarray, s_u: np.ndarray, target:
 
 def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: FidelityBound,
                        max_units: int = 48, max_iterations: int = 8, time_limit_s: float | None = None,
-                       clock_start: float | None = None, seed: int = 0, progress=None) -> Plan:
+                       clock_start: float | None = None, seed: int = 0, progress=None, workers: int = 1) -> Plan:
     """Per-tensor QPs by measured sensitivity (see the module docstring). ``progress(step, done, total)``
-    is told of each tensor group probed and each fidelity iteration (the CLI shows it)."""
+    is told of each tensor group probed and each fidelity iteration (the CLI shows it). ``workers``:
+    processes quantising large tensors (:func:`eeki_label.transfer._nncore.quantize`)."""
     report = progress or (lambda step, done, total: None)
     clock = _Clock(time_limit_s, clock_start)
     t0 = time.perf_counter()
@@ -351,6 +356,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
     if not cands:
         fid = evaluator.fidelity({})
         return Plan("sensitivity", {}, {}, fid, 0.0, 0, 0, 0.0)
+    report("rate and distortion per tensor", 0, 1)
     bits, relmse, qp0 = rate_distortion(cands, seed)
     clock.check("rate/distortion estimation")
 
@@ -385,7 +391,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
     bits_u = np.stack([bits[m].sum(axis=0) for m in units])
     relmse_u = np.stack([(relmse[m] * n_t[m, None]).sum(axis=0) / n_t[m].sum() for m in units])
 
-    realise = _Realiser(cands)
+    realise = _Realiser(cands, workers)
     eps = bound.max_rel_error
     target = (0.7 * eps) ** 2
     t_pass, t_fail = 0.0, math.inf  # largest target that met the bound, smallest that missed it
@@ -460,7 +466,7 @@ def search_sensitivity(cands: Sequence[Candidate], evaluator: Evaluator, bound: 
 
 def search_single_qp(cands: Sequence[Candidate], evaluator: Evaluator, bound: FidelityBound,
                      qp_range: tuple[int, int] = (-96, 0), time_limit_s: float | None = None,
-                     clock_start: float | None = None) -> Plan:
+                     clock_start: float | None = None, workers: int = 1) -> Plan:
     """The naive baseline: one QP for all tensors of rank >= 2 (rank-1 tensors at nncodec's default
     -75), the coarsest meeting the bound, found by bisection (assumes error grows with QP)."""
     clock = _Clock(time_limit_s, clock_start)
@@ -472,7 +478,7 @@ def search_single_qp(cands: Sequence[Candidate], evaluator: Evaluator, bound: Fi
 
     lo, hi = qp_range  # lo: fine (should pass), hi: coarse
     results: dict[int, Fidelity] = {}
-    realise = _Realiser(cands)
+    realise = _Realiser(cands, workers)
 
     def trial(q: int) -> Fidelity:
         if q not in results:

@@ -47,6 +47,9 @@ class TransferOptions:
     """Key of ``network_kwh_per_gb`` in the data file to add network energy; None: devices only (as the study)."""
     time_limit_s: float | None = 600.0
     baselines: bool = False
+    cache: bool = True
+    """Reuse (and store) the coding in the content cache (:mod:`eeki_label.transfer.cache`; off with
+    ``EEKI_LABEL_CACHE_DIR=off`` too). Never used with ``baselines``."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,16 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
         return (lambda step, done, total: progress(f"{stage}: {step}", done, total)) if progress else None
 
     original_bytes = loaded.file_bytes + loaded.external_bytes
+    from eeki_label.transfer import cache as tcache
+
+    folder = tcache.cache_dir() if options.cache and not options.baselines else None
+    key = None
+    if folder is not None:
+        key = tcache.entry_key(loaded, shapes, stored_bytes, bound, calibration, previous, reference)
+        hit = _cached_outcome(folder, key, loaded, shapes, bound, calibration, previous, options, rules_raw,
+                              steps("NNC transfer"))
+        if hit is not None:
+            return hit
     try:
         full = encode_model(loaded, shapes, bound, calibration, None, options.time_limit_s,
                             baselines=options.baselines, progress=steps("NNC transfer"))
@@ -332,8 +345,47 @@ def assess_transfer(loaded: LoadedModel, shapes: dict, stored_bytes: int, rules_
         status="delta-failed" if delta_failure is not None else "complete", failure=delta_failure,
         notes=notes, **_priced_fields(pricing, original_bytes, nnc_payload, delta_payload),
     )
+    if folder is not None and delta_failure is None:
+        tcache.store(folder, key, tcache.Entry(info.model_dump_json(), full.bitstream,
+                                               delta.bitstream if delta is not None else None))
     return TransferOutcome(info, full.bitstream, delta.bitstream if delta is not None else None, full.baselines,
                            delta, errors=(delta_error,) if delta_error is not None else ())
+
+
+def _cached_outcome(folder, key: str, loaded: LoadedModel, shapes: dict, bound, calibration, previous,
+                    options: TransferOptions, rules_raw: dict, progress) -> "TransferOutcome | None":
+    """The outcome from the content cache when its entry is intact and its decoded reconstruction
+    meets ``bound`` again (see :mod:`eeki_label.transfer.cache`), priced for ``options``; else None
+    (a damaged or failing entry is removed: the caller codes the model again and replaces it)."""
+    from pydantic import ValidationError
+
+    from eeki_label.transfer import cache as tcache
+    from eeki_label.transfer.nnc import verify_bitstream
+
+    entry = tcache.load(folder, key)
+    if entry is None:
+        return None
+    try:
+        info = TransferInfo.model_validate_json(entry.info_json)
+        sound = (info.status == "complete" and info.failure is None
+                 and info.bitstream_sha256 == hashlib.sha256(entry.bitstream).hexdigest()
+                 and (previous is None) == (entry.delta_bitstream is None) == (info.delta is None)
+                 and info.fidelity.bound_max_rel_error == bound.max_rel_error
+                 and info.fidelity.bound_min_top1_agreement == bound.min_top1_agreement)
+        if sound:
+            if progress is not None:
+                progress("checking the cached coding", 0, 1)
+            sound = verify_bitstream(entry.bitstream, loaded, shapes, bound, calibration).meets
+        if sound and previous is not None:
+            sound = verify_bitstream(
+                entry.delta_bitstream, loaded, shapes, bound, calibration, previous,
+                relative_to_previous=info.delta.fidelity_relative_to != "reference outputs").meets
+    except (EekiError, ValidationError, ValueError):  # not ours, damaged, or no longer decodable here
+        sound = False
+    if not sound:
+        tcache.discard(folder, key)
+        return None
+    return TransferOutcome(reprice(info, options, rules_raw), entry.bitstream, entry.delta_bitstream)
 
 
 def delta_update_bytes(outcome: TransferOutcome) -> tuple[int | None, str | None]:

@@ -116,3 +116,35 @@ def test_codec_systemexit_becomes_transfer_error():
     with pytest.raises(TransferError, match="refused"):
         with nc._guard("do something"):
             raise SystemExit("bad input")
+
+
+@pytest.mark.parametrize("qp", [-34, 30])
+def test_parallel_quantize_matches_serial(monkeypatch, qp):
+    """Row chunks quantised in worker processes give the same levels and QP as one process (also when
+    a chunk makes the codec raise the QP, at qp 30 with large values: every chunk is redone)."""
+    monkeypatch.setattr(nc, "CHUNK_ELEMENTS", 2000)
+    monkeypatch.setattr(nc, "PARALLEL_MIN_ELEMENTS", 1)
+    rng = np.random.default_rng(5)
+    x = (rng.laplace(size=(64, 100)) * (1e9 if qp > 0 else 0.05)).astype(np.float32)
+    x[-1] *= 1e3 if qp > 0 else 1  # one chunk with larger values than the others
+    assert len(nc.row_chunks(x.shape)) > 2
+    serial = nc.quantize(x, qp, workers=1)
+    parallel = nc.quantize(x, qp, workers=2)
+    assert parallel[1] == serial[1]
+    np.testing.assert_array_equal(parallel[0], serial[0])
+
+
+@pytest.mark.parametrize("param_opt", [True, False])
+def test_skipping_the_coders_entry_point_pass_keeps_the_bitstream(param_opt):
+    """The stock coder decodes each unit again for block-row entry points; with scan order 0 there are
+    none, and the units written without that pass are byte-identical to the stock coder's."""
+    from nncodec.nnc_core import coder
+    from nncodec.nnc_core.coder import baseline
+
+    stock = baseline.decodeAndCreateEPs
+    for it in [nc.CodedTensor(k, *nc.quantize(v, -38)) for k, v in _tensors(3).items()]:
+        info = nc._model_info([(it.name, tuple(it.levels.shape))], 0)
+        ref, _ = coder.encode(enc_info=nc._enc_info(param_opt), model_info=info, approx_data=nc._approx_data([it]))
+        (unit,) = nc._encode_group([it], 0, param_opt)
+        assert bytes(ref) == nc.header_units() + unit
+    assert baseline.decodeAndCreateEPs is stock  # restored
