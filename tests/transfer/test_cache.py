@@ -192,3 +192,37 @@ def test_an_unwritable_cache_never_fails_the_stage(model, tmp_path, encodes, mon
     monkeypatch.setenv("EEKI_LABEL_CACHE_DIR", str(blocker))
     a = assess(model, tmp_path / "a.json", capsys)
     assert _untimed(assess(model, tmp_path / "b.json", capsys)) == _untimed(a) and len(encodes) == 2
+
+
+def test_a_delta_hits_too_and_another_previous_model_misses(tmp_path, cache, encodes, capsys):
+    old = save_and_load(small_cnn(seed=0), tmp_path / "old.onnx").path
+    new = save_and_load(small_cnn(seed=0, classes=4), tmp_path / "new.onnx").path
+    other = save_and_load(small_cnn(seed=2, classes=4), tmp_path / "other.onnx").path
+    first = assess(new, tmp_path / "a.json", capsys, "--previous", old, "--delta-bitstream", tmp_path / "a.nnc")
+    assert len(encodes) == 2 and _transfer(first)["delta"] is not None  # the whole model and the delta
+    second = assess(new, tmp_path / "b.json", capsys, "--previous", old, "--delta-bitstream", tmp_path / "b.nnc")
+    assert len(encodes) == 2 and second == first
+    assert (tmp_path / "b.nnc").read_bytes() == (tmp_path / "a.nnc").read_bytes()
+    assess(new, tmp_path / "c.json", capsys, "--previous", other)
+    assert len(encodes) == 4
+
+
+def test_a_fine_tuned_update_hits(tmp_path, cache, encodes, capsys):
+    """An update whose error is measured against the update's own effect (same outputs as the previous
+    model) is re-checked that way on a hit."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    base = small_cnn(seed=0, with_subgraph=False)
+    old = save_and_load(base, tmp_path / "old.onnx").path
+    rng = np.random.default_rng(7)
+    for t in base.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32 and a.ndim >= 2:
+            t.CopyFrom(numpy_helper.from_array((a + 0.05 * a.std() * rng.standard_normal(a.shape)).astype(np.float32),
+                                               t.name))
+    new = save_and_load(base, tmp_path / "new.onnx").path
+    first = assess(new, tmp_path / "a.json", capsys, "--previous", old)
+    d = _transfer(first)["delta"]
+    assert len(encodes) == 2 and d is not None and d["fidelity_relative_to"] != "reference outputs"
+    assert assess(new, tmp_path / "b.json", capsys, "--previous", old) == first and len(encodes) == 2

@@ -202,3 +202,28 @@ def test_unchanged_model_delta_is_tiny(tmp_path, mlp):
     d = encode_model(again, MLP_SHAPES, previous=mlp, workers=1)
     assert d.nnc_bytes < 200 and all(c.mode == "same" for c in d.tensors)
     assert {e.mode for e in unpack(d.bitstream).entries} == {"same"}
+
+
+def test_the_search_quantising_in_worker_processes_gives_the_same_bitstream(mlp, monkeypatch):
+    """The closed loop's quantisation of large tensors in forked workers (row chunks) is the same
+    codec call per chunk as in one process: same QPs, same bitstream."""
+    from eeki_label.transfer import _nncore
+
+    monkeypatch.setattr(_nncore, "CHUNK_ELEMENTS", 4096)
+    monkeypatch.setattr(_nncore, "PARALLEL_MIN_ELEMENTS", 1)
+    pools = []
+    real_pool = _nncore._pool_map
+
+    def pool_map(fn, jobs, workers):
+        out = real_pool(fn, jobs, workers)
+        pools.append((fn.__name__, out is not None))
+        return out
+
+    monkeypatch.setattr(_nncore, "_pool_map", pool_map)
+    bound = FidelityBound(0.05, 0.0)
+    one = encode_model(mlp, MLP_SHAPES, bound, workers=1)
+    assert not pools
+    two = encode_model(mlp, MLP_SHAPES, bound, workers=2)
+    assert ("_quantize_worker", True) in pools  # the workers ran
+    assert max(len(_nncore.row_chunks(c.shape)) for c in one.tensors if c.mode == "nnc") > 2
+    assert two.bitstream == one.bitstream and two.fidelity.meets
