@@ -44,9 +44,10 @@ OWNED_OPTIONS = ("out", "json_out", "pdf", "html", "embed", "quiet", "export", "
 #: ``assess`` options whose value is a file: made absolute for the child, hashed by content.
 FILE_OPTIONS = ("accuracy_evidence", "inputs", "sign_key", "base", "measurements", "trace", "reference_record",
                 "previous", "calibration_data", "device_data")
-#: Options left out of the options hash: how many CPU threads run the model is an execution resource
-#: (the batch sets it from --workers), not a property of the label; the label records it.
-NOT_HASHED = ("threads",)
+#: Options left out of the options hash, as they do not change the label: how many CPU threads run
+#: the model is an execution resource (the batch sets it from --workers; the label records it), and
+#: the NNC content cache gives the same label as a fresh coding.
+NOT_HASHED = ("threads", "no_cache")
 #: Manifest columns.
 COLUMNS = ("path", "task", "accuracy", "input_shape", "base", "options")
 #: Largest manifest accepted (bytes): a manifest is a list of paths, not data.

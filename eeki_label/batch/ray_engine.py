@@ -64,22 +64,48 @@ def _probe(address: str) -> None:
         raise UsageError(f"cannot connect to the Ray cluster {address}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def run(specs: list, gpus: dict, address: "str | None", cpus_per_model: "float | None", in_flight: int,
-        done: Callable) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise UsageError("--engine ray needs Ray: pip install 'eeki-label[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here and address:
-        _probe(address)
-    if started_here:
+class Connection:
+    """Connects to the cluster in a background thread (importing Ray and ``ray.init`` take seconds),
+    so that the batch prepares its jobs meanwhile; :meth:`wait` returns the ``ray`` module."""
+
+    def __init__(self, address: "str | None") -> None:
+        import threading
+
+        self.address = address
+        self.started_here = False
+        self._error: "BaseException | None" = None
+        self._ray = None
+        self._thread = threading.Thread(target=self._connect, name="eeki-ray-connect", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> None:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                     configure_logging=True)
-        except Exception as e:  # ConnectionError and Ray's own errors for an unreachable or refused address
-            msg = " ".join(str(e).split())[:300]
-            raise UsageError(f"cannot connect to the Ray cluster {address or '(local)'}: {msg}") from None
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                         configure_logging=True)
+                self.started_here = True
+            self._ray = ray
+        except BaseException as e:  # ConnectionError and Ray's own errors for an unreachable or refused address
+            self._error = e
+
+    def wait(self):
+        self._thread.join()
+        if self._error is not None:
+            msg = " ".join(str(self._error).split())[:300]
+            raise UsageError(f"cannot connect to the Ray cluster {self.address or '(local)'}: {msg}")
+        return self._ray
+
+    def close(self) -> None:
+        self._thread.join()
+        if self.started_here and self._ray is not None:
+            self._ray.shutdown()
+
+
+def run(specs: list, gpus: dict, connection: Connection, cpus_per_model: "float | None", in_flight: int,
+        done: Callable) -> None:
+    ray = connection.wait()
     remote = ray.remote(_task)
     cpus = float(cpus_per_model or 1)
     queue = list(specs)
@@ -113,6 +139,3 @@ def run(specs: list, gpus: dict, address: "str | None", cpus_per_model: "float |
             except Exception:
                 pass
         raise
-    finally:
-        if started_here:
-            ray.shutdown()

@@ -180,10 +180,20 @@ def run_batch(options: BatchOptions, on_progress: "Callable[[Progress], None] | 
     if options.workers is not None and options.workers < 1:
         raise UsageError("--workers must be at least 1")
     started = time.perf_counter()
+    connection = None
     if options.engine == "ray":
         from eeki_label.batch import ray_engine
 
         ray_engine.check(options.ray_address)
+        connection = ray_engine.Connection(options.ray_address)  # connects while the jobs are prepared
+    try:
+        return _prepare_and_run(options, started, connection, on_progress)
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+def _prepare_and_run(options: BatchOptions, started: float, connection, on_progress) -> BatchResult:
     root, entries = _jobs.discover(options.input)
     common = list(options.assess_args)
     _jobs.parse_assess_args(common, "batch options")  # bad common options stop the batch before anything runs
@@ -205,10 +215,10 @@ def run_batch(options: BatchOptions, on_progress: "Callable[[Progress], None] | 
     except OSError as e:
         raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
     with _OutLock(out):
-        return _run_locked(options, job_list, pinned, out, workers, threads, cpus, started, on_progress)
+        return _run_locked(options, job_list, pinned, out, workers, threads, cpus, started, connection, on_progress)
 
 
-def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started, on_progress) -> BatchResult:
+def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started, connection, on_progress) -> BatchResult:
     records: dict[str, dict] = {}
     pending: list[_jobs.Job] = []
     for job in job_list:
@@ -285,7 +295,7 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
             else:
                 from eeki_label.batch import ray_engine
 
-                ray_engine.run(specs, {j.key: j.gpus for j in pending}, options.ray_address, options.cpus_per_model,
+                ray_engine.run(specs, {j.key: j.gpus for j in pending}, connection, options.cpus_per_model,
                                workers, lambda o: finished(by_key[o.key], o))
     except KeyboardInterrupt:
         interrupted = True
