@@ -276,6 +276,9 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
         write_results()
 
     emit()
+    # Longest first (by file size, the best cheap predictor of an assessment's time): the last models
+    # to finish are short ones, so workers do not idle at the end. Results keep the input order.
+    pending.sort(key=lambda j: -_size(j.path))
     specs = [worker.Spec(j.key, str(j.path), j.args, options.model_timeout_s, j.measures) for j in pending]
     by_key = {j.key: j for j in pending}
     interrupted = False
@@ -313,6 +316,13 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
         raise Interrupted(f"{p.done} assessed, {p.failed} failed, {p.skipped} reused, {p.remaining} left; "
                                f"run the same command again to continue")
     return result
+
+
+def _size(path: "Path | None") -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
 
 
 def _run_local(specs: list, workers: int, threads: int, cpus: list[int], done: Callable) -> None:

@@ -19,16 +19,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cpus: int) -> tuple[str, Path]:
+def start(cpus: int, worker_niceness: "int | None" = None) -> tuple[str, Path]:
     """(address, temp dir) of a new head node; its temp dir is short (Ray's socket paths must stay
-    under 108 bytes)."""
+    under 108 bytes). ``worker_niceness``: Ray's ``RAY_worker_niceness`` for the node (Ray's default
+    runs task workers, and so the assess children, at nice 15)."""
     temp = Path(tempfile.mkdtemp(prefix="eeki-ray-", dir="/tmp"))
     port = free_port()
     ray = Path(sys.executable).with_name("ray")
     p = subprocess.run([str(ray), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                         "--num-cpus", str(cpus), "--include-dashboard", "false", "--disable-usage-stats",
                         "--temp-dir", str(temp)], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"))
+                       env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
+                                **({} if worker_niceness is None else {"RAY_worker_niceness": str(worker_niceness)})))
     if p.returncode != 0:
         stop(temp)
         raise RuntimeError(f"ray start failed: {p.stderr[-3000:]}")
