@@ -122,8 +122,9 @@ def run(specs: list, gpus: dict, connection: Connection, cpus_per_model: "float 
         submit()
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                spec = refs.pop(ref)
+            finished = [(ref, refs.pop(ref)) for ref in ready]
+            submit()  # the next models start before the driver writes these results
+            for ref, spec in finished:
                 try:
                     outcome = ray.get(ref)
                 except Exception as e:  # the task's worker died (killed, node lost, out of memory)
@@ -131,7 +132,6 @@ def run(specs: list, gpus: dict, connection: Connection, cpus_per_model: "float 
                     outcome = worker.Outcome(spec.key, worker.CRASH_EXIT, f"the Ray task failed: {msg}",
                                              None, 0.0)
                 done(outcome)
-            submit()
     except BaseException:
         for ref in refs:
             try:
