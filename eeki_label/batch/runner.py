@@ -241,16 +241,16 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
     state = {"progress": Progress(total=len(job_list),
                                   failed=sum(1 for r in records.values() if r["status"] == "failed"),
                                   skipped=sum(1 for r in records.values() if r["status"] == "skipped")),
-             "written": 0.0, "assessed_s": []}
+             "written": 0.0}
 
     def emit(**kw) -> None:
         state["progress"] = replace(state["progress"], **kw)
         if on_progress:
             on_progress(state["progress"])
 
-    def write_results(final: bool = False) -> None:
+    def write_results() -> None:  # as models finish, at most every 2 s (and in full at the end)
         now = time.perf_counter()
-        if not final and now - state["written"] < 2.0:
+        if now - state["written"] < 2.0:
             return
         state["written"] = now
         _write_results(out, order, records)
@@ -264,12 +264,11 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
         rec = _record(job, outcome, label_file, label_sha)
         write_atomic(out / "records" / f"{job.key}.json", json.dumps(rec, indent=1, ensure_ascii=False) + "\n")
         records[job.key] = rec
-        state["assessed_s"].append(time.perf_counter())
         p = state["progress"]
         ok = rec["status"] == "ok"
         done, failed = p.done + ok, p.failed + (not ok)
         elapsed = time.perf_counter() - started
-        n = done + failed - 0
+        n = done + failed
         left = p.total - done - failed - p.skipped
         emit(done=done, failed=failed, last=job.rel, last_status="ok" if ok else f"failed ({rec['exit_code']})",
              eta_s=(elapsed / n * left) if n else None)
@@ -314,7 +313,7 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
     if interrupted:
         p = state["progress"]
         raise Interrupted(f"{p.done} assessed, {p.failed} failed, {p.skipped} reused, {p.remaining} left; "
-                               f"run the same command again to continue")
+                          f"run the same command again to continue")
     return result
 
 

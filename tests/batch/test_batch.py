@@ -280,3 +280,28 @@ def test_measuring_runs_wait_for_the_node_meter_lock(tmp_path):
         os.close(fd)
     measuring.join(120)
     assert outcomes["measuring"].exit_code == 0
+
+
+def test_sigterm_stops_the_batch_cleanly_and_a_rerun_continues(tmp_path):
+    manifest, expected = zoo.build(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "eeki_label", "batch", str(manifest), "--out", str(out),
+                             "--workers", "1", "-q", "--", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+            json.loads(r.read_text())["status"] == "ok" for r in (out / "records").glob("*.json")):
+        assert proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted: ") and "run the same command again" in err
+    assert "Traceback" not in err
+    assert (out / "results.csv").is_file() and not list(out.rglob("*.part"))
+    time.sleep(0.5)
+    assert not _children_alive(proc.pid)
+    finished_ok = {json.loads(r.read_text())["path"] for r in (out / "records").glob("*.json")
+                   if json.loads(r.read_text())["status"] == "ok"}
+    cli("batch", manifest, "--out", out, "--workers", "2", "-q", "--", *FAST, check=4)
+    check_results(out, expected, reused=finished_ok)
