@@ -129,23 +129,34 @@ def _peak_rss_mb() -> dict:
     return {"peak_rss_mb": round(me, 1), "peak_rss_children_mb": round(kids, 1)}
 
 
-def child_codec_encode(model_path: str, workers: int, out_path: str) -> dict:
-    """Quantise + entropy-code every float tensor at QP = (QP of its RMS) - 24; write the stream."""
-    from eeki_label.model_io import iter_stored_tensors, load_model, tensor_array
+def quantise_float_tensors(m, qp_of, workers: int = 1) -> tuple[list, int]:
+    """Quantise every float32 tensor of at least 16 elements of the loaded model ``m`` at ``qp_of(array)``
+    (one array in memory at a time): the coded tensors and their float32 bytes."""
+    from eeki_label.model_io import iter_stored_tensors, tensor_array
     from eeki_label.transfer import _nncore as nc
 
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    m = load_model(model_path)
-    t = time.perf_counter()
     items, float_bytes = [], 0
     for i, r in enumerate(iter_stored_tensors(m.proto)):
         a = tensor_array(m, r.tensor)
         if a.dtype != np.float32 or a.size < 16:
             continue
         float_bytes += a.nbytes
-        lv, qp = nc.quantize(a, nc.qp_for_step(float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))) - 24)
+        lv, qp = nc.quantize(a, qp_of(a), workers=workers)
         items.append(nc.CodedTensor(f"t{i}", lv, qp))
         del a
+    return items, float_bytes
+
+
+def child_codec_encode(model_path: str, workers: int, out_path: str) -> dict:
+    """Quantise + entropy-code every float tensor at QP = (QP of its RMS) - 24; write the stream."""
+    from eeki_label.model_io import load_model
+    from eeki_label.transfer import _nncore as nc
+
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    m = load_model(model_path)
+    t = time.perf_counter()
+    items, float_bytes = quantise_float_tensors(
+        m, lambda a: nc.qp_for_step(float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))) - 24)
     t_q = time.perf_counter() - t
     t = time.perf_counter()
     stream, _ = nc.encode(items, workers)

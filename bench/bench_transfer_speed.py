@@ -156,8 +156,10 @@ def child_single_qp(model_path: str, qp: str, workers: str, coder: str = "driver
     (a second decode of every unit, see _nncore._without_entry_point_pass)."""
     import contextlib
 
-    from eeki_label.model_io import iter_stored_tensors, load_model, tensor_array
+    from bench_nnc import quantise_float_tensors
+    from eeki_label.model_io import load_model
     from eeki_label.transfer import _nncore as nc
+    from eeki_label.transfer.search import NNCODEC_NONWEIGHT_QP
 
     if coder == "stock":
         nc._without_entry_point_pass = contextlib.nullcontext
@@ -166,15 +168,8 @@ def child_single_qp(model_path: str, qp: str, workers: str, coder: str = "driver
     m = load_model(model_path)
     c0 = _cpu_s()
     t = time.perf_counter()
-    items, float_bytes = [], 0
-    for i, r in enumerate(iter_stored_tensors(m.proto)):
-        a = tensor_array(m, r.tensor)
-        if a.dtype != np.float32 or a.size < 16:
-            continue
-        float_bytes += a.nbytes
-        lv, used = nc.quantize(a, int(qp) if a.ndim >= 2 else -75, workers=workers_n)
-        items.append(nc.CodedTensor(f"t{i}", lv, used))
-        del a
+    items, float_bytes = quantise_float_tensors(
+        m, lambda a: int(qp) if a.ndim >= 2 else NNCODEC_NONWEIGHT_QP, workers=workers_n)
     t_q = time.perf_counter() - t
     t = time.perf_counter()
     stream, _ = nc.encode(items, workers_n)

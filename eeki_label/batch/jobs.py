@@ -33,10 +33,11 @@ import os
 import re
 import shlex
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from eeki_label.errors import UsageError
+from eeki_label.model_io import sha256_file
 
 #: ``assess`` options that write outputs or change what is printed: the batch owns those.
 OWNED_OPTIONS = ("out", "json_out", "pdf", "html", "embed", "quiet", "export", "mlflow", "bitstream",
@@ -72,7 +73,7 @@ class Job:
     gpus: float = 0.0
     """GPUs the run needs (measured with NVML)."""
     sha256: str = ""
-    key: str = field(default="")
+    key: str = ""
     """File-name stem of the model's label and record in the output folder."""
 
 
@@ -156,14 +157,6 @@ def _abs(value: str, folder: Path, name: str) -> str:
 
 # -- hashing ----------------------------------------------------------------------------------------
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def options_hash(params: dict, pinned: dict) -> str:
     """sha256 of the parsed options (file options by name and content), tool version and data versions."""
     from eeki_label import __version__
@@ -185,7 +178,7 @@ def options_hash(params: dict, pinned: dict) -> str:
 
 def _file_id(p: Path) -> dict:
     try:
-        return {"name": p.name, "sha256": file_sha256(p)}
+        return {"name": p.name, "sha256": sha256_file(p)}
     except OSError:
         return {"name": p.name, "sha256": None}
 

@@ -29,7 +29,7 @@ import os
 import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from queue import Queue
@@ -38,8 +38,9 @@ from typing import Callable
 from eeki_label.batch import jobs as _jobs
 from eeki_label.batch import results as _results
 from eeki_label.batch import worker
-from eeki_label.errors import BatchFailed, EekiError, Interrupted, OutputError, UsageError
+from eeki_label.errors import EekiError, Interrupted, OutputError, UsageError
 from eeki_label.fileio import write_atomic
+from eeki_label.model_io import sha256_file
 
 
 ENGINES = ("local", "ray")
@@ -91,13 +92,7 @@ class BatchResult:
     seconds: float
     engine: str
     workers: int
-    files: tuple[str, ...] = field(default=())
-
-    @property
-    def exit_code(self) -> int:
-        if self.failed:
-            return BatchFailed.exit_code
-        return 3 if self.gate_failed else 0
+    files: tuple[str, ...] = ()
 
 
 def _cpus() -> list[int]:
@@ -107,11 +102,10 @@ def _cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def _pinned_versions(args: list[str]) -> dict:
+def _pinned_versions(params: dict) -> dict:
     """The data versions every model of the batch is assessed with (the newest installed, unless given)."""
     from eeki_label.pipeline import load_context
 
-    params = _jobs.parse_assess_args(list(args), "batch options")
     try:
         ctx = load_context(params.get("rules"), params.get("catalogue"), params.get("device_data"))
     except EekiError as e:
@@ -196,8 +190,8 @@ def run_batch(options: BatchOptions, on_progress: "Callable[[Progress], None] | 
 def _prepare_and_run(options: BatchOptions, started: float, connection, on_progress) -> BatchResult:
     root, entries = _jobs.discover(options.input)
     common = list(options.assess_args)
-    _jobs.parse_assess_args(common, "batch options")  # bad common options stop the batch before anything runs
-    pinned = _pinned_versions(common)
+    params = _jobs.parse_assess_args(common, "batch options")  # bad common options stop the batch at once
+    pinned = _pinned_versions(params)
     cpus = _cpus()
     if options.engine == "local":
         workers = options.workers or len(cpus)
@@ -215,16 +209,24 @@ def _prepare_and_run(options: BatchOptions, started: float, connection, on_progr
     except OSError as e:
         raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
     with _OutLock(out):
-        return _run_locked(options, job_list, pinned, out, workers, threads, cpus, started, connection, on_progress)
+        return _run_locked(options, job_list, pinned, _own_device_data(params), out, workers, threads, cpus, started,
+                           connection, on_progress)
 
 
-def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started, connection, on_progress) -> BatchResult:
+def _own_device_data(params: dict) -> "str | None":
+    """The batch's own device-data file (``--device-data FILE.json``), for pricing the leaderboard's references."""
+    value = params.get("device_data")
+    return str(Path(value).resolve()) if value and str(value).lower().endswith(".json") else None
+
+
+def _run_locked(options, job_list, pinned, own_device_data, out, workers, threads, cpus, started, connection,
+                on_progress) -> BatchResult:
     records: dict[str, dict] = {}
     pending: list[_jobs.Job] = []
     for job in job_list:
         if job.path is not None:
             try:
-                job = replace(job, sha256=_jobs.file_sha256(job.path))
+                job = replace(job, sha256=sha256_file(job.path))
             except OSError as e:
                 job = replace(job, path=None, error=(10, f"cannot read the model: {e.strerror or e}"))
         if job.error:
@@ -253,7 +255,7 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
         if now - state["written"] < 2.0:
             return
         state["written"] = now
-        _write_results(out, order, records)
+        _write_results(out, _rows(out, order, records))
 
     def finished(job: _jobs.Job, outcome: worker.Outcome) -> None:
         label_file = label_sha = None
@@ -306,10 +308,11 @@ def _run_locked(options, job_list, pinned, out, workers, threads, cpus, started,
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         worker.RUNNING.cancelled = False
-    _write_results(out, order, records)
-    result = _summary(options, out, order, records, pinned, workers, started)
+    rows = _rows(out, order, records)
+    _write_results(out, rows)
+    result = _summary(options, out, order, records, len(rows), pinned, workers, started)
     if options.leaderboard and not interrupted:
-        _write_leaderboard(options, out, order, records)
+        _write_leaderboard(out, rows, own_device_data)
     if interrupted:
         p = state["progress"]
         raise Interrupted(f"{p.done} assessed, {p.failed} failed, {p.skipped} reused, {p.remaining} left; "
@@ -365,19 +368,17 @@ def _rows(out: Path, order: list[str], records: dict) -> list[dict]:
     return rows
 
 
-def _write_results(out: Path, order: list[str], records: dict) -> None:
-    rows = _rows(out, order, records)
+def _write_results(out: Path, rows: list[dict]) -> None:
     write_atomic(out / "results.jsonl", _results.to_jsonl(rows))
     write_atomic(out / "results.csv", _results.to_csv(rows))
 
 
-def _summary(options, out, order, records, pinned, workers, started) -> BatchResult:
+def _summary(options, out, order, records, rows: int, pinned, workers, started) -> BatchResult:
     from eeki_label import __version__
 
     recs = [records[k] for k in order if k in records]
     count = {s: sum(1 for r in recs if r["status"] == s) for s in ("ok", "skipped", "failed")}
     gate = sum(1 for r in recs if r["status"] != "failed" and r.get("exit_code") == 3)
-    rows = len(_rows(out, order, records))
     result = BatchResult(out, len(order), count["ok"], count["skipped"], count["failed"], gate, rows,
                          time.perf_counter() - started, options.engine, workers,
                          ("results.csv", "results.jsonl") + (("leaderboard.html",) if options.leaderboard else ()))
@@ -390,13 +391,10 @@ def _summary(options, out, order, records, pinned, workers, started) -> BatchRes
     return result
 
 
-def _write_leaderboard(options: BatchOptions, out: Path, order: list[str], records: dict) -> None:
+def _write_leaderboard(out: Path, rows: list[dict], own_device_data: "str | None") -> None:
     from eeki_label.batch import leaderboard
 
-    rows = _rows(out, order, records)
-    device_data = _jobs.parse_assess_args(list(options.assess_args), "batch options").get("device_data")
-    own = str(Path(device_data).resolve()) if device_data and str(device_data).lower().endswith(".json") else None
-    refs = leaderboard.reference_points(rows, device_data=own)
+    refs = leaderboard.reference_points(rows, device_data=own_device_data)
     page = leaderboard.render_leaderboard(rows, refs, title=f"eeki-label batch: {out.name}",
                                           generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_atomic(out / "leaderboard.html", page)

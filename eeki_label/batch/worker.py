@@ -28,10 +28,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from eeki_label.errors import InternalError, Interrupted, LimitExceededError
+
 #: Exit code recorded for a model killed because it ran past ``--model-timeout`` (README: 31).
-TIMEOUT_EXIT = 31
+TIMEOUT_EXIT = LimitExceededError.exit_code
 #: Exit code recorded for a child that died of a signal or whose label could not be read (70).
-CRASH_EXIT = 70
+CRASH_EXIT = InternalError.exit_code
 #: stderr kept per child (the one-line error is its last line).
 STDERR_KEEP = 64 * 1024
 
@@ -170,6 +172,6 @@ def run(spec: Spec, running: Running = RUNNING) -> Outcome:
                            None, seconds, node)
         if code < 0:
             reason = "cancelled" if running.cancelled else f"assess was killed by signal {-code}"
-            return Outcome(spec.key, CRASH_EXIT if not running.cancelled else 130, reason, None, seconds, node)
+            return Outcome(spec.key, Interrupted.exit_code if running.cancelled else CRASH_EXIT, reason, None, seconds, node)
         reason = _last_line(stderr) if code != 0 else ""
         return Outcome(spec.key, code, reason, label, seconds, node)
